@@ -1,0 +1,1 @@
+"""Customer Insights segment export → ActiveCampaign list."""
