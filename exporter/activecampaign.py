@@ -1,0 +1,286 @@
+"""ActiveCampaign API v3 client: pacing, retries and the bulk import calls the exporter needs.
+
+Every request goes through one shared pacer per account (AC limits all keys of an account together), so
+several bulk imports in flight never exceed the limits; refusals (429/503 with Retry-After, 400 "Rate limit
+exceeded.") push the pacer back for every thread, not just the one that was refused.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import httpx
+import orjson
+
+from .errors import DestinationAccessError, ExporterError, TransientError
+from .settings import RateLimits
+
+log = logging.getLogger(__name__)
+
+MAX_CONTACTS_PER_REQUEST = 250
+MAX_REQUEST_BYTES = 400_000
+# Leave headroom under AC's sliding windows: network jitter must not push a request into the previous window.
+PACING_MARGIN = 0.97
+RATE_LIMIT_MESSAGE = "rate limit exceeded"
+
+
+class Pacer:
+    """Spaces request starts evenly at ``rate`` per second, shared by all threads."""
+
+    def __init__(self, rate_per_second: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval = 1.0 / rate_per_second
+        self._next = 0.0
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            self._sleep(slot - now)
+
+    def hold_off(self, seconds: float) -> None:
+        """No request may start for ``seconds`` from now (after a refusal)."""
+        with self._lock:
+            self._next = max(self._next, self._clock() + seconds)
+
+
+class BatchRejected(ExporterError):
+    """AC refused a whole bulk request because of some contacts (e.g. one malformed email)."""
+
+    def __init__(self, bad: dict[int, str], message: str) -> None:
+        super().__init__(message)
+        self.bad = bad  # index in the request → AC's reason
+
+
+@dataclass
+class ImportStatus:
+    status: str  # waiting | claimed | active | completed | failed | interrupted | unknown
+    success: list[str] = field(default_factory=list)
+    failure: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "failed", "interrupted")
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0
+    retries: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)
+    waited_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def refused(self, kind: str) -> None:
+        with self._lock:
+            self.refusals[kind] = self.refusals.get(kind, 0) + 1
+            self.retries += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "retries": self.retries, "refusals": dict(self.refusals),
+                "waitedSeconds": round(self.waited_seconds, 3)}
+
+
+class ActiveCampaignClient:
+    def __init__(self, base_url: str, api_key: str, limits: RateLimits, *, max_attempts: int = 10,
+                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Api-Token": api_key, "Accept": "application/json", "User-Agent": "ci-activecampaign-exporter"},
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=128, max_keepalive_connections=128),
+        )
+        self._general = Pacer(limits.requests_per_second * PACING_MARGIN)
+        self._bulk = Pacer(limits.bulk_imports_per_minute / 60.0 * PACING_MARGIN)
+        # Backoff scales with the configured limits so a time-scaled emulator gets time-scaled retries.
+        self._base_delay = min(1.0, 2.0 / limits.requests_per_second)
+        self._max_delay = 150.0 / limits.requests_per_second
+        self._max_attempts = max_attempts
+        self.stats = ClientStats()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "ActiveCampaignClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- calls -------------------------------------------------------------------------------------------
+
+    def check_access(self, list_id: int) -> dict[str, Any]:
+        """Verify the key and that the list exists, before anything is sent. Returns the list."""
+        response = self._request("GET", f"/lists/{list_id}")
+        if response.status_code == 404:
+            raise DestinationAccessError(
+                f"ActiveCampaign list {list_id} does not exist in the account at {self.base_url}; "
+                "set destination.listId to the id shown in ActiveCampaign under Contacts > Lists"
+            )
+        self._raise_for_status(response, f"GET /lists/{list_id}")
+        return response.json().get("list", {})
+
+    def bulk_import(self, encoded_contacts: list[bytes], emails: list[str]) -> str:
+        """Queue one bulk import of pre-encoded contacts; returns its batch id.
+
+        Raises BatchRejected naming (by index) the contacts AC refused, when AC names them.
+        """
+        body = encode_bulk_body(encoded_contacts)
+        pacer = self._bulk if len(encoded_contacts) > 1 else None
+        response = self._request("POST", "/import/bulk_import", content=body, extra_pacer=pacer)
+        data = _json(response)
+        if response.status_code == 400:
+            raise BatchRejected(_bad_contacts(data, emails), str(data.get("message") or "bulk import refused"))
+        self._raise_for_status(response, "POST /import/bulk_import")
+        batch_id = data.get("batchId")
+        if not batch_id:
+            raise TransientError(f"bulk import answered {response.status_code} without a batchId")
+        return str(batch_id)
+
+    def import_info(self, batch_id: str) -> ImportStatus:
+        response = self._request("GET", "/import/info", params={"batchId": batch_id})
+        if response.status_code == 404:
+            return ImportStatus("unknown")
+        self._raise_for_status(response, "GET /import/info")
+        data = _json(response)
+        if not isinstance(data, dict) or not data.get("status"):
+            return ImportStatus("waiting")  # AC answers false/empty when polled too soon
+        return ImportStatus(str(data["status"]), [str(x) for x in data.get("success") or []],
+                            [str(x).lower() for x in data.get("failure") or []])
+
+    def find_contact_id(self, email: str) -> str | None:
+        response = self._request("GET", "/contacts", params={"email": email})
+        self._raise_for_status(response, "GET /contacts")
+        contacts = _json(response).get("contacts") or []
+        return str(contacts[0]["id"]) if contacts else None
+
+    def set_list_status(self, contact_id: str, list_id: int, status: int) -> None:
+        """Subscribe (1) or unsubscribe (2) one contact; the only way to re-subscribe someone."""
+        body = {"contactList": {"list": list_id, "contact": int(contact_id), "status": status}}
+        response = self._request("POST", "/contactLists", content=orjson.dumps(body))
+        self._raise_for_status(response, "POST /contactLists")
+
+    # --- transport ---------------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, extra_pacer: Pacer | None = None, **kwargs: Any) -> httpx.Response:
+        """Send with pacing and retries; returns the first answer that is not a refusal or a server fault."""
+        if "content" in kwargs:
+            kwargs.setdefault("headers", {"Content-Type": "application/json"})
+        for attempt in range(1, self._max_attempts + 1):
+            if extra_pacer is not None:
+                extra_pacer.acquire()
+            self._general.acquire()
+            self.stats.requests += 1
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                self.stats.refused("connection")
+                log.warning("%s %s: %s (attempt %d)", method, path, type(exc).__name__, attempt)
+                self._sleep(self._backoff(attempt))
+                continue
+            wait = self._refusal_wait(response, attempt, extra_pacer)
+            if wait is None:
+                return response
+            log.info("%s %s: answered %d, retrying in %.2fs", method, path, response.status_code, wait)
+            self._sleep(wait)
+        raise TransientError(
+            f"ActiveCampaign did not accept {method} {path} after {self._max_attempts} attempts; "
+            "the run can be retried, nothing confirmed so far is lost"
+        )
+
+    def _refusal_wait(self, response: httpx.Response, attempt: int, pacer: Pacer | None) -> float | None:
+        status = response.status_code
+        if status in (429, 503):
+            self.stats.refused(str(status))
+            wait = _retry_after(response) or self._backoff(attempt)
+            self._general.hold_off(wait)
+            return wait
+        if status == 400 and _is_rate_limit(response):
+            self.stats.refused("400-rate-limit")
+            # No Retry-After here: wait one bulk slot per attempt so the sliding minute can drain.
+            slot = pacer.interval if pacer else self._base_delay
+            wait = min(self._max_delay, slot * (2 ** (attempt - 1))) * random.uniform(1.0, 1.25)
+            (pacer or self._general).hold_off(wait)
+            return wait
+        if status >= 500:
+            self.stats.refused(str(status))
+            return self._backoff(attempt)
+        return None
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self._max_delay, self._base_delay * (2 ** (attempt - 1))) * random.uniform(0.5, 1.0)
+
+    def _sleep(self, seconds: float) -> None:
+        self.stats.waited_seconds += seconds
+        time.sleep(seconds)
+
+    def _raise_for_status(self, response: httpx.Response, what: str) -> None:
+        status = response.status_code
+        if status == 403 or status == 401:
+            raise DestinationAccessError(
+                f"ActiveCampaign refused the API key ({status}) at {self.base_url}; check that the secret holds the "
+                "key from Settings > Developer of this account and that destination.hostname is this account's"
+            )
+        if status >= 400:
+            detail = str(_json(response).get("message") or response.reason_phrase)
+            raise ExporterError(f"{what} answered {status}: {detail}")
+
+
+BODY_OVERHEAD = len(b'{"contacts":[],"exclude_automations":false}')
+
+
+def encode_bulk_body(encoded_contacts: list[bytes]) -> bytes:
+    return b'{"contacts":[' + b",".join(encoded_contacts) + b'],"exclude_automations":false}'
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        data = orjson.loads(response.content) if response.content else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {"value": data}
+
+
+def _is_rate_limit(response: httpx.Response) -> bool:
+    return RATE_LIMIT_MESSAGE in str(_json(response).get("message", "")).lower()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, min(float(value), 300.0))
+    except ValueError:
+        return None
+
+
+def _bad_contacts(data: dict[str, Any], emails: list[str]) -> dict[int, str]:
+    """Which contacts a whole-batch 400 names, by index. Empty when AC did not say (caller splits the batch)."""
+    by_email = {email: i for i, email in enumerate(emails)}
+    bad: dict[int, str] = {}
+    for item in data.get("failureReasons") or []:
+        if isinstance(item, dict):
+            reason = str(item.get("failureReason") or item.get("reason") or item.get("message") or "refused")
+            index = item.get("contact")
+            email = str(item.get("email") or "").lower()
+            if isinstance(index, int) and 0 <= index < len(emails):
+                bad[index] = reason
+            elif email in by_email:
+                bad[by_email[email]] = reason
+        elif isinstance(item, str):
+            for email, i in by_email.items():
+                if email in item.lower():
+                    bad[i] = item
+    return bad

@@ -1,0 +1,392 @@
+"""One run of one export: source → mapping → diff → sink → state, with a report at the end.
+
+Nothing is sent until the configuration, the source (model.json, columns), the API key and the list have
+been checked. Every input row ends up counted as sent, unchanged, or rejected with a reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import orjson
+from azure.core.exceptions import ResourceModifiedError
+
+from . import logsafe
+from .activecampaign import ActiveCampaignClient
+from .errors import ConfigError, ExporterError, RunLocked, TransientError
+from .mapping import SUBSCRIBE, UNSUBSCRIBE, Contact, Mapper, Reason, Rejection
+from .report import RejectedRows, ReportStore, RunReport, new_run_id, utc_now
+from .secrets import get_api_key
+from .settings import AppSettings, ExportConfig
+from .sink import Batch, Batcher, BulkSink, PollTiming
+from .source import ExportSource, iter_rows, open_source
+from .state import Entries, SyncState, StateStore, encode_confirmed, encode_submitted
+from .storage import blob_service
+
+log = logging.getLogger(__name__)
+
+DIFF_CHUNK = 2048
+
+
+@dataclass
+class RunOptions:
+    trigger: str = "cli"
+    dry_run: bool = False
+    full_refresh: bool = False
+    force_removal: bool = False
+    run_id: str | None = None
+    progress: Callable[["Progress"], None] | None = None
+    progress_interval: float = 0.5
+
+
+@dataclass
+class Progress:
+    export: str
+    rows_read: int = 0
+    sent: int = 0
+    confirmed: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    batches: int = 0
+    elapsed: float = 0.0
+    rate: float = 0.0  # contacts confirmed per second
+    eta_seconds: float | None = None
+    phase: str = "reading"
+
+
+def fingerprint(encoded: bytes) -> int:
+    """64-bit digest of exactly what AC receives for a contact (values, tags, list)."""
+    return int.from_bytes(hashlib.blake2b(encoded, digest_size=8).digest(), "big") or 1
+
+
+def run_export(export: ExportConfig, app: AppSettings, options: RunOptions | None = None) -> RunReport:
+    """Run one export and save its report. Never raises for run failures: the report says what happened."""
+    options = options or RunOptions()
+    report = RunReport(run_id=options.run_id or new_run_id(), export=export.name, trigger=options.trigger,
+                       dry_run=options.dry_run, full_refresh=options.full_refresh)
+    report.destination = {"hostname": export.destination.hostname, "listId": export.destination.list_id}
+    reports = ReportStore(blob_service(app.app_storage))
+    skip = export.skip_reason()
+    if skip:
+        report.status, report.skip_reason, report.finished_at = "skipped", skip, utc_now()
+        log.warning("export %s skipped: %s", export.name, skip)
+        reports.save(report)
+        return report
+    reports.save(report)
+    rejected = RejectedRows()
+    started = time.monotonic()
+    try:
+        ExportRun(export, app, options, report, rejected).execute()
+        report.status = "completed"
+    except RunLocked as exc:
+        report.status, report.error_kind, report.skip_reason = "skipped", "locked", str(exc)
+        report.errors.append(str(exc))
+    except ConfigError as exc:
+        report.status, report.error_kind = "failed", "config"
+        report.errors.append(str(exc))
+    except ExporterError as exc:
+        report.status, report.error_kind = "failed", "transient"
+        report.errors.append(str(exc))
+    except Exception as exc:  # unexpected: keep the report honest and let the caller retry
+        log.exception("export %s failed unexpectedly", export.name)
+        report.status, report.error_kind = "failed", "transient"
+        report.errors.append(f"unexpected error: {type(exc).__name__}: {logsafe.scrub(str(exc))}")
+    finally:
+        report.finished_at = utc_now()
+        report.duration_seconds = round(time.monotonic() - started, 3)
+        if rejected.count:
+            reports.save_rejected(report, rejected)
+        rejected.close()
+        reports.save(report)
+    log.info("export %s run %s %s in %.1fs: %s", export.name, report.run_id, report.status,
+             report.duration_seconds or 0, dict(report.counts))
+    return report
+
+
+class ExportRun:
+    def __init__(self, export: ExportConfig, app: AppSettings, options: RunOptions, report: RunReport,
+                 rejected: RejectedRows) -> None:
+        self.export = export
+        self.app = app
+        self.options = options
+        self.report = report
+        self.rejected_rows = rejected
+        self.counts = report.counts
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._last_progress = 0.0
+        self._resubscribe: list[Contact] = []
+        self.state = SyncState()
+        self.journal = None
+
+    # --- the run -------------------------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        source_container = blob_service(self.app.export_storage).get_container_client(self.export.source.container)
+        source = open_source(source_container, self.export.source.path, self.export.source.entity)
+        self.report.source = {"container": self.export.source.container, "path": source.path,
+                              "entity": source.entity, "partitions": source.partitions,
+                              "modelRefreshed": source.model_refreshed}
+        mapper = Mapper(self.export.mapping, source.columns, self.export.destination.list_id)
+        if self.options.dry_run:
+            self._dry_run(source_container, source, mapper)
+            return
+        api_key = get_api_key(self.export.destination.api_key_secret_name, self.app.key_vault_url)
+        logsafe.register_secret(api_key)
+        limits = self.export.destination.rate_limits
+        with ActiveCampaignClient(self.export.destination.base_url, api_key, limits) as client:
+            client.check_access(self.export.destination.list_id)
+            store = StateStore(blob_service(self.app.app_storage))
+            with store.lock(self.export.name, self.report.run_id):
+                self._sync(store, client, source_container, source, mapper)
+            self.report.requests = client.stats.as_dict()
+
+    def _sync(self, store: StateStore, client: ActiveCampaignClient, container, source: ExportSource,
+              mapper: Mapper) -> None:
+        loaded = store.load(self.export.name, self.report.run_id)
+        self.state, etag = loaded.state, loaded.etag
+        if loaded.problem:
+            log.warning("%s", loaded.problem)
+            self.report.errors.append(loaded.problem)
+        if loaded.journal is not None:
+            self._resume(loaded.journal, client)
+            etag = store.save(self.export.name, self.state.merged(), etag)
+            self.state = SyncState(self.state.merged())
+            store.drop_journal(self.export.name)
+        self.journal = store.journal(self.export.name)
+        sink = BulkSink(client, self, in_flight=in_flight_for(self.export), poll=self._poll_timing())
+        try:
+            seen = self._send_changes(container, source, mapper, sink)
+            if self.export.remove_missing:
+                self._remove_missing(seen, client, sink)
+            sink.close()
+            self._resubscribe_returners(client)
+        except BaseException:
+            sink.close_quietly()
+            raise
+        finally:
+            self.journal.stop()
+            self._save_state(store, etag)
+        self.report.batch_ids = sink.counters.batch_ids
+        self.counts["bulkRequests"] = sink.counters.requests_accepted
+        self._emit_progress("done", force=True)
+        self._fail_on_unconfirmed()
+
+    def _save_state(self, store: StateStore, etag: str | None) -> None:
+        try:
+            store.save(self.export.name, self.state.merged(), etag)
+        except ResourceModifiedError:
+            self.report.errors.append("the sync state changed during this run; kept the journal so the next "
+                                      "run replays this run's confirmations")
+            return
+        store.drop_journal(self.export.name)
+
+    def _poll_timing(self) -> PollTiming:
+        return PollTiming.for_rate(self.export.destination.rate_limits.requests_per_second)
+
+    # --- resume --------------------------------------------------------------------------------------------
+
+    def _resume(self, journal, client: ActiveCampaignClient) -> None:
+        """Fold a stopped run's confirmations into the state; ask AC about the batches that were in flight."""
+        for entries in journal.confirmed:
+            self.state.record(entries)
+        confirmed_late = 0
+        for batch_id, entries in journal.in_flight.items():
+            status = self._wait_for_import(client, batch_id)
+            if status is not None and status.status == "completed":
+                self.state.record(entries.without_emails(set(status.failure)))
+                confirmed_late += len(entries)
+        self.report.resumed = {
+            "confirmedBatches": len(journal.confirmed),
+            "confirmedContacts": sum(len(e) for e in journal.confirmed) + confirmed_late,
+            "inFlightBatches": len(journal.in_flight), "inFlightConfirmed": confirmed_late,
+        }
+        log.info("resumed %s: %s", self.export.name, self.report.resumed)
+
+    def _wait_for_import(self, client: ActiveCampaignClient, batch_id: str):
+        timing = self._poll_timing()
+        deadline = time.monotonic() + timing.timeout
+        delay = timing.first
+        while True:
+            status = client.import_info(batch_id)
+            if status.finished or status.status == "unknown" or time.monotonic() > deadline:
+                return status
+            time.sleep(delay)
+            delay = min(timing.cap, delay * 1.5)
+
+    # --- sending changes -----------------------------------------------------------------------------------
+
+    def _send_changes(self, container, source: ExportSource, mapper: Mapper, sink: BulkSink) -> np.ndarray:
+        """Stream rows, send new and changed contacts; returns the keys of every valid contact seen."""
+        batcher = Batcher()
+        chunk: list[Contact] = []
+        seen: list[np.ndarray] = []
+        for contact in self._contacts(container, source, mapper):
+            chunk.append(contact)
+            if len(chunk) >= DIFF_CHUNK:
+                seen.append(self._diff_and_send(chunk, batcher, sink))
+                chunk = []
+        if chunk:
+            seen.append(self._diff_and_send(chunk, batcher, sink))
+        last = batcher.flush()
+        if last:
+            self._send(sink, last)
+        return np.sort(np.concatenate(seen)) if seen else np.empty(0, np.uint64)
+
+    def _contacts(self, container, source: ExportSource, mapper: Mapper) -> Iterable[Contact]:
+        for row in iter_rows(container, source):
+            self.counts["rowsRead"] += 1
+            result = mapper.map_row(row.values, f"{row.partition}#{row.record}")
+            if isinstance(result, Rejection):
+                self.rejected(result)
+            else:
+                yield result
+            if self.counts["rowsRead"] % 1024 == 0:
+                self._emit_progress("sending")
+
+    def _diff_and_send(self, chunk: list[Contact], batcher: Batcher, sink: BulkSink) -> np.ndarray:
+        keys = np.fromiter((c.key for c in chunk), np.uint64, len(chunk))
+        old_fps, old_flags = self.state.lookup(keys)
+        full = self.options.full_refresh
+        for contact, old_fp, old_flag in zip(chunk, old_fps.tolist(), old_flags.tolist()):
+            contact.encoded = _encode(contact)
+            contact.fingerprint = fingerprint(contact.encoded)
+            if not full and old_flag == SUBSCRIBE and old_fp == contact.fingerprint:
+                self.counts["unchanged"] += 1
+                continue
+            contact.resubscribe = old_flag == UNSUBSCRIBE
+            batch = batcher.add(contact)
+            if batch:
+                self._send(sink, batch)
+        return keys
+
+    def _send(self, sink: BulkSink, batch: Batch) -> None:
+        sink.send(batch)
+        with self._lock:
+            self.counts["sent"] += sum(1 for c in batch.contacts if c.list_status == SUBSCRIBE)
+            self.counts["batches"] += 1
+
+    # --- mirror mode ---------------------------------------------------------------------------------------
+
+    def _remove_missing(self, seen: np.ndarray, client: ActiveCampaignClient, sink: BulkSink) -> None:
+        keys, emails = self.state.subscribed_missing_from(seen)
+        if not len(keys):
+            return
+        list_size = max(self.state.subscribed_count(), 1)
+        share = len(keys) / list_size
+        if share > self.export.max_removal_share and not self.options.force_removal:
+            message = (f"mirror mode would unsubscribe {len(keys)} of the {list_size} contacts this export keeps on "
+                       f"list {self.export.destination.list_id} ({share:.0%}, above maxRemovalShare "
+                       f"{self.export.max_removal_share:.0%}); nothing was unsubscribed. If the export is right, run "
+                       "again with --force-removal (or \"forceRemoval\": true on demand)")
+            log.warning("%s", message)
+            self.report.errors.append(message)
+            self.counts["removalBlocked"] = len(keys)
+            self.report.error_kind = "config"
+            return
+        batcher = Batcher()
+        list_id = self.export.destination.list_id
+        for key, email in zip(keys.tolist(), emails):
+            contact = Contact(key, email, "", {"email": email, "unsubscribe": [{"listid": list_id}]},
+                              list_status=UNSUBSCRIBE)
+            batch = batcher.add(contact)
+            if batch:
+                self._send(sink, batch)
+        last = batcher.flush()
+        if last:
+            self._send(sink, last)
+
+    def _resubscribe_returners(self, client: ActiveCampaignClient) -> None:
+        """Bulk import does not re-subscribe someone taken off the list; contactLists does."""
+        list_id = self.export.destination.list_id
+        for contact in self._resubscribe:
+            contact_id = client.find_contact_id(contact.email)
+            if contact_id is None:
+                continue
+            client.set_list_status(contact_id, list_id, SUBSCRIBE)
+            self.counts["resubscribed"] += 1
+
+    # --- sink callbacks (called from sender and poller threads) ---------------------------------------------
+
+    def submitted(self, batch: Batch) -> None:
+        self.journal.append(encode_submitted(batch.batch_id or "", _entries(batch.contacts)))
+
+    def confirmed(self, batch: Batch, failed_emails: set[str]) -> None:
+        ok = [c for c in batch.contacts if c.email not in failed_emails]
+        for contact in batch.contacts:
+            if contact.email in failed_emails:
+                self.rejected(Rejection(contact.customer_id, contact.email, Reason.REJECTED_BY_ACTIVECAMPAIGN,
+                                        f"ActiveCampaign reported that import {batch.batch_id} failed for it"))
+        self.state.record(_entries(ok))
+        self.journal.append(encode_confirmed(batch.batch_id or "", failed_emails))
+        with self._lock:
+            self.counts["confirmed"] += sum(1 for c in ok if c.list_status == SUBSCRIBE)
+            self.counts["unsubscribed"] += sum(1 for c in ok if c.list_status == UNSUBSCRIBE)
+            self._resubscribe.extend(c for c in ok if c.resubscribe)
+
+    def rejected(self, rejection: Rejection) -> None:
+        self.rejected_rows.add(rejection)
+        with self._lock:
+            self.report.rejected[rejection.reason.value] += 1
+        log.debug("rejected %s: %s", logsafe.mask_email(rejection.email), rejection.reason.value)
+
+    def unconfirmed(self, batch: Batch, why: str) -> None:
+        for contact in batch.contacts:
+            self.rejected_rows.add(Rejection(contact.customer_id, contact.email, Reason.NOT_CONFIRMED,
+                                             f"{why}; it is sent again on the next run"))
+        with self._lock:
+            self.counts["notConfirmed"] += len(batch.contacts)
+            self.report.errors.append(why)
+
+    def _fail_on_unconfirmed(self) -> None:
+        if self.counts.get("notConfirmed"):
+            raise TransientError(f"{self.counts['notConfirmed']} contacts were sent but ActiveCampaign did not "
+                                 "confirm their import in time; the next run sends them again")
+        if self.counts.get("removalBlocked"):
+            raise ConfigError(self.report.errors[-1])
+
+    # --- dry run and progress ------------------------------------------------------------------------------
+
+    def _dry_run(self, container, source: ExportSource, mapper: Mapper) -> None:
+        for contact in self._contacts(container, source, mapper):
+            self.counts["wouldSend"] += 1
+        self._emit_progress("done", force=True)
+
+    def _emit_progress(self, phase: str, force: bool = False) -> None:
+        if self.options.progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_progress < self.options.progress_interval:
+            return
+        self._last_progress = now
+        elapsed = now - self._started
+        confirmed = self.counts["confirmed"]
+        rate = confirmed / elapsed if elapsed > 0 else 0.0
+        pending = self.counts["sent"] - confirmed
+        bulk_rate = self.export.destination.rate_limits.bulk_imports_per_minute * 250 / 60
+        eta = pending / bulk_rate if phase != "done" else 0.0
+        self.options.progress(Progress(
+            export=self.export.name, rows_read=self.counts["rowsRead"], sent=self.counts["sent"],
+            confirmed=confirmed, unchanged=self.counts["unchanged"], rejected=sum(self.report.rejected.values()),
+            batches=self.counts["batches"], elapsed=elapsed, rate=rate, eta_seconds=eta, phase=phase))
+
+
+def _encode(contact: Contact) -> bytes:
+    return orjson.dumps(contact.payload)
+
+
+def _entries(contacts: list[Contact]) -> Entries:
+    return Entries.of((c.key for c in contacts), (c.fingerprint if c.list_status == SUBSCRIBE else 0 for c in contacts),
+                      (c.list_status for c in contacts), [c.email for c in contacts])
+
+
+def in_flight_for(export: ExportConfig) -> int:
+    """Bulk requests in flight: enough to keep the pace when AC takes ~2 s per request."""
+    per_second = export.destination.rate_limits.bulk_imports_per_minute / 60.0
+    return max(2, min(64, math.ceil(per_second * 2)))

@@ -1,0 +1,281 @@
+"""The sending side: batches of contacts → ActiveCampaign bulk imports → confirmed or rejected contacts.
+
+Several bulk requests are in flight at once (AC answers slowly, so one at a time cannot reach the limit);
+the client's shared pacer keeps them under the account's limits. Each accepted batch is then polled through
+``import/info`` until AC has processed it; only then are its contacts confirmed.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+
+from .activecampaign import BODY_OVERHEAD, MAX_CONTACTS_PER_REQUEST, MAX_REQUEST_BYTES, ActiveCampaignClient, BatchRejected, ImportStatus
+from .errors import ExporterError
+from .mapping import Contact, Reason, Rejection
+
+log = logging.getLogger(__name__)
+
+# Stay clearly under AC's 400,000-byte request limit.
+MAX_BATCH_BYTES = MAX_REQUEST_BYTES - 10_000
+IMPORT_RESUBMITS = 2
+
+
+@dataclass(slots=True)
+class Batch:
+    contacts: list[Contact]
+    batch_id: str | None = None
+    submitted_at: float = 0.0
+    resubmits: int = 0
+
+    @property
+    def emails(self) -> list[str]:
+        return [c.email for c in self.contacts]
+
+    @property
+    def encoded(self) -> list[bytes]:
+        return [c.encoded for c in self.contacts]
+
+    def subset(self, indexes: list[int]) -> "Batch":
+        return Batch([self.contacts[i] for i in indexes], resubmits=self.resubmits)
+
+
+class Batcher:
+    """Groups contacts into bulk requests by count (≤ 250) and encoded size (< 400,000 bytes)."""
+
+    def __init__(self, max_count: int = MAX_CONTACTS_PER_REQUEST, max_bytes: int = MAX_BATCH_BYTES) -> None:
+        self._max_count = max_count
+        self._max_bytes = max_bytes
+        self._contacts: list[Contact] = []
+        self._bytes = BODY_OVERHEAD
+
+    def add(self, contact: Contact) -> Batch | None:
+        """Add a contact (``encoded`` set); returns a batch when one is full."""
+        if not contact.encoded:
+            contact.encoded = orjson.dumps(contact.payload)
+        size = len(contact.encoded) + 1
+        ready = None
+        if self._contacts and self._bytes + size > self._max_bytes:
+            ready = self.flush()
+        self._contacts.append(contact)
+        self._bytes += size
+        if ready is None and len(self._contacts) >= self._max_count:
+            ready = self.flush()
+        return ready
+
+    def flush(self) -> Batch | None:
+        if not self._contacts:
+            return None
+        batch = Batch(self._contacts)
+        self._contacts, self._bytes = [], BODY_OVERHEAD
+        return batch
+
+
+class SinkListener(Protocol):
+    def submitted(self, batch: Batch) -> None: ...
+    def confirmed(self, batch: Batch, failed_emails: set[str]) -> None: ...
+    def rejected(self, rejection: Rejection) -> None: ...
+    def unconfirmed(self, batch: Batch, why: str) -> None: ...
+
+
+@dataclass
+class PollTiming:
+    first: float
+    cap: float
+    timeout: float
+
+    @classmethod
+    def for_rate(cls, requests_per_second: float) -> "PollTiming":
+        # AC may answer "false" when polled within ~1 s; scale with the account's pace (tests use scaled limits).
+        return cls(first=5.0 / requests_per_second, cap=50.0 / requests_per_second,
+                   timeout=max(10.0, 3000.0 / requests_per_second))
+
+
+@dataclass
+class SinkCounters:
+    requests_accepted: int = 0
+    contacts_submitted: int = 0
+    split_batches: int = 0
+    batch_ids: list[str] = field(default_factory=list)
+
+
+class BulkSink:
+    """Submits batches concurrently and confirms them; ``close()`` waits until every batch has an outcome."""
+
+    def __init__(self, client: ActiveCampaignClient, listener: SinkListener, *, in_flight: int,
+                 poll: PollTiming) -> None:
+        self._client = client
+        self._listener = listener
+        self._senders = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="ac-send")
+        self._pollers = ThreadPoolExecutor(max_workers=max(2, in_flight // 2), thread_name_prefix="ac-poll")
+        self._slots = threading.BoundedSemaphore(in_flight * 2)
+        self._poll = poll
+        self._lock = threading.Lock()
+        self._due: list[tuple[float, int, Batch, float]] = []
+        self._seq = itertools.count()
+        self._outstanding = 0  # batches submitted or being polled, not yet settled
+        self._settled = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self.failure: BaseException | None = None
+        self.counters = SinkCounters()
+        self._scheduler = threading.Thread(target=self._schedule_polls, name="ac-poll-scheduler", daemon=True)
+        self._scheduler.start()
+
+    # --- public ------------------------------------------------------------------------------------------
+
+    def send(self, batch: Batch) -> None:
+        """Queue a batch; blocks while the pipeline is full. Raises if the sink has failed."""
+        if self.failure is not None:
+            raise self.failure
+        self._slots.acquire()
+        with self._lock:
+            self._outstanding += 1
+        self._senders.submit(self._submit_and_release, batch)
+
+    def close(self) -> None:
+        """Wait for every batch to be confirmed, rejected or given up on; then stop the threads."""
+        try:
+            with self._settled:
+                while self._outstanding and self.failure is None:
+                    self._settled.wait(timeout=0.5)
+        finally:
+            self._stop.set()
+            self._senders.shutdown(wait=True)
+            self._pollers.shutdown(wait=True)
+            self._scheduler.join(timeout=5)
+        if self.failure is not None:
+            raise self.failure
+
+    def close_quietly(self) -> None:
+        """Stop without waiting for outstanding batches (the run is failing; resume picks them up)."""
+        self._stop.set()
+        self._senders.shutdown(wait=True, cancel_futures=True)
+        self._pollers.shutdown(wait=True, cancel_futures=True)
+        self._scheduler.join(timeout=5)
+
+    # --- submitting --------------------------------------------------------------------------------------
+
+    def _submit_and_release(self, batch: Batch) -> None:
+        try:
+            self._submit(batch)
+        except BaseException as exc:  # recorded; the run stops feeding batches and reports it
+            log.error("bulk import failed: %s", exc)
+            self._fail(exc)
+        finally:
+            self._slots.release()
+
+    def _submit(self, batch: Batch) -> None:
+        if self.failure is not None or self._stop.is_set():
+            self._settle()
+            return
+        try:
+            batch.batch_id = self._client.bulk_import(batch.encoded, batch.emails)
+        except BatchRejected as refusal:
+            self._split_rejected(batch, refusal)
+            return
+        batch.submitted_at = time.monotonic()
+        with self._lock:
+            self.counters.requests_accepted += 1
+            self.counters.contacts_submitted += len(batch.contacts)
+            self.counters.batch_ids.append(batch.batch_id)
+        self._listener.submitted(batch)
+        self._schedule(batch, self._poll.first)
+
+    def _split_rejected(self, batch: Batch, refusal: BatchRejected) -> None:
+        """A whole-batch 400: reject the contacts AC named and resend the rest; split when it named none."""
+        with self._lock:
+            self.counters.split_batches += 1
+        if refusal.bad:
+            for i, reason in refusal.bad.items():
+                contact = batch.contacts[i]
+                self._listener.rejected(Rejection(contact.customer_id, contact.email,
+                                                  Reason.REJECTED_BY_ACTIVECAMPAIGN, reason))
+            rest = [i for i in range(len(batch.contacts)) if i not in refusal.bad]
+            parts = [batch.subset(rest)] if rest else []
+        elif len(batch.contacts) == 1:
+            contact = batch.contacts[0]
+            self._listener.rejected(Rejection(contact.customer_id, contact.email,
+                                              Reason.REJECTED_BY_ACTIVECAMPAIGN, str(refusal)))
+            parts = []
+        else:
+            half = len(batch.contacts) // 2
+            parts = [batch.subset(list(range(half))), batch.subset(list(range(half, len(batch.contacts))))]
+        with self._lock:
+            self._outstanding += len(parts) - 1
+            if not parts:
+                self._settled.notify_all()
+        for part in parts:
+            self._submit(part)
+
+    # --- confirming --------------------------------------------------------------------------------------
+
+    def _schedule(self, batch: Batch, delay: float) -> None:
+        with self._lock:
+            heapq.heappush(self._due, (time.monotonic() + delay, next(self._seq), batch, delay))
+
+    def _schedule_polls(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic()
+            ready = []
+            with self._lock:
+                while self._due and self._due[0][0] <= now:
+                    ready.append(heapq.heappop(self._due))
+                wait = (self._due[0][0] - now) if self._due else 0.05
+            for _, _, batch, delay in ready:
+                self._pollers.submit(self._poll_once, batch, delay)
+            self._stop.wait(min(max(wait, 0.001), 0.05))
+
+    def _poll_once(self, batch: Batch, delay: float) -> None:
+        try:
+            status = self._client.import_info(batch.batch_id or "")
+        except ExporterError as exc:
+            self._fail(exc)
+            return
+        if status.finished:
+            self._finish(batch, status)
+        elif time.monotonic() - batch.submitted_at > self._poll.timeout:
+            self._listener.unconfirmed(batch, f"import {batch.batch_id} still {status.status!r} after "
+                                              f"{self._poll.timeout:.0f} s")
+            self._settle()
+        else:
+            self._schedule(batch, min(self._poll.cap, delay * 1.5))
+
+    def _finish(self, batch: Batch, status: ImportStatus) -> None:
+        if status.status == "completed":
+            self._listener.confirmed(batch, set(status.failure))
+            self._settle()
+        elif batch.resubmits < IMPORT_RESUBMITS:
+            log.warning("import %s ended %r; submitting its contacts again", batch.batch_id, status.status)
+            retry = batch.subset(list(range(len(batch.contacts))))
+            retry.resubmits = batch.resubmits + 1
+            self._senders.submit(self._submit_guarded, retry)
+        else:
+            self._listener.unconfirmed(batch, f"import {batch.batch_id} ended {status.status!r} "
+                                              f"after {IMPORT_RESUBMITS + 1} attempts")
+            self._settle()
+
+    def _submit_guarded(self, batch: Batch) -> None:
+        try:
+            self._submit(batch)
+        except BaseException as exc:
+            self._fail(exc)
+
+    # --- bookkeeping -------------------------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        with self._lock:
+            self._outstanding -= 1
+            self._settled.notify_all()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.failure is None:
+                self.failure = exc
+            self._settled.notify_all()

@@ -1,0 +1,82 @@
+"""Mapping rows to contacts: email rules, duplicates, broken rows, missing columns."""
+from __future__ import annotations
+
+import pytest
+from email_validator import EmailNotValidError, validate_email
+
+from exporter.errors import SourceError
+from exporter.mapping import Contact, Mapper, Reason, Rejection, check_email, email_key
+from exporter.settings import Mapping
+
+COLUMNS = ["CustomerId", "PrimaryEmail", "FirstName", "LastName", "Phone", "City"]
+
+
+def mapper(**mapping) -> Mapper:
+    config = {"email": "PrimaryEmail", "firstName": "FirstName", "lastName": "LastName", "phone": "Phone"}
+    config.update(mapping)
+    return Mapper(Mapping.model_validate(config), COLUMNS, list_id=3)
+
+
+def test_maps_values_trims_and_lowercases_email():
+    contact = mapper(fields={"7": "City"}, tags=["ci-vip"]).map_row(
+        ["c1", "  Jane.Doe@Example.COM ", "Jane", "Doe", "", "Oslo, Norway"])
+    assert isinstance(contact, Contact)
+    assert contact.email == "jane.doe@example.com"
+    assert contact.payload == {"email": "jane.doe@example.com", "first_name": "Jane", "last_name": "Doe",
+                               "fields": [{"id": 7, "value": "Oslo, Norway"}], "tags": ["ci-vip"],
+                               "subscribe": [{"listid": 3}]}
+    assert "phone" not in contact.payload  # empty optional values are not sent
+    assert contact.key == email_key("jane.doe@example.com")
+
+
+def test_later_duplicate_differing_in_case_is_rejected():
+    m = mapper()
+    assert isinstance(m.map_row(["c1", "a@example.com", "", "", "", ""]), Contact)
+    dup = m.map_row(["c2", "A@Example.com", "", "", "", ""], "part_1.csv#2")
+    assert isinstance(dup, Rejection) and dup.reason is Reason.DUPLICATE_EMAIL
+    assert dup.customer_id == "c2" and dup.where == "part_1.csv#2"
+
+
+@pytest.mark.parametrize("email, reason", [
+    ("", Reason.MISSING_EMAIL), ("   ", Reason.MISSING_EMAIL), ("not-an-email", Reason.INVALID_EMAIL),
+    ("a@b", Reason.INVALID_EMAIL), ("john@@example.com", Reason.INVALID_EMAIL), ("a..b@example.com", Reason.INVALID_EMAIL),
+    ("jöhn@example.com", Reason.INVALID_EMAIL), ("x@host.test", Reason.INVALID_EMAIL),
+])
+def test_bad_emails_are_rejected_with_reason(email, reason):
+    result = mapper().map_row(["c9", email, "", "", "", ""])
+    assert isinstance(result, Rejection) and result.reason is reason and result.customer_id == "c9"
+    assert result.detail
+
+
+def test_row_with_wrong_column_count_is_rejected_not_dropped():
+    result = mapper().map_row(["c1", "a@example.com", "x"], "p.csv#5")
+    assert isinstance(result, Rejection) and result.reason is Reason.MALFORMED_ROW
+    assert "expected 6 columns" in result.detail and result.where == "p.csv#5"
+
+
+def test_mapped_column_missing_from_model_lists_available_columns():
+    with pytest.raises(SourceError) as info:
+        mapper(fields={"7": "Town"}, firstName="GivenName")
+    message = str(info.value)
+    assert "'Town'" in message and "'GivenName'" in message and "Available columns: CustomerId, PrimaryEmail" in message
+
+
+def test_column_names_match_case_insensitively():
+    contact = Mapper(Mapping.model_validate({"email": "primaryemail"}), COLUMNS, 1).map_row(
+        ["c1", "a@example.com", "", "", "", ""])
+    assert isinstance(contact, Contact)
+
+
+@pytest.mark.parametrize("email", [
+    "a@example.com", "first.last+tag@sub.example.org", "x_y-z@a-b.example.co", "a@b.cd", "1@2.example.io",
+    "a-@example.com", "_@example.com", "a@xn--bcher-kva.example", "a@ab--cd.com", "a@x.local",
+    "a" * 64 + "@example.com", "a" * 65 + "@example.com", "a@" + "b" * 63 + ".com", "a@" + "b" * 64 + ".com",
+    "a@example.c0m", "a.@example.com", ".a@example.com", "a@-example.com", "a@example-.com",
+])
+def test_fast_path_never_accepts_what_email_validator_refuses(email):
+    try:
+        validate_email(email, check_deliverability=False, allow_smtputf8=False)
+        valid = True
+    except EmailNotValidError:
+        valid = False
+    assert (check_email(email) is None) == valid

@@ -1,0 +1,55 @@
+"""Batching by count and size, and the shared pacer, without a server."""
+from __future__ import annotations
+
+from exporter.activecampaign import MAX_REQUEST_BYTES, Pacer, _bad_contacts, encode_bulk_body
+from exporter.mapping import Contact
+from exporter.sink import MAX_BATCH_BYTES, Batcher
+
+
+def contact(i: int, size: int = 10) -> Contact:
+    email = f"user{i}@example.com"
+    return Contact(i, email, str(i), {"email": email, "first_name": "x" * size})
+
+
+def test_batches_hold_at_most_250_contacts():
+    batcher = Batcher()
+    batches = [b for b in (batcher.add(contact(i)) for i in range(600)) if b]
+    batches.append(batcher.flush())
+    assert [len(b.contacts) for b in batches] == [250, 250, 100]
+    assert batcher.flush() is None
+
+
+def test_batches_stay_under_the_request_byte_limit():
+    batcher = Batcher()
+    batches = [b for b in (batcher.add(contact(i, size=5000)) for i in range(300)) if b]
+    batches.append(batcher.flush())
+    assert sum(len(b.contacts) for b in batches) == 300
+    for batch in batches:
+        body = encode_bulk_body(batch.encoded)
+        assert len(body) <= MAX_BATCH_BYTES < MAX_REQUEST_BYTES
+    assert max(len(b.contacts) for b in batches) < 250  # size, not count, closed them
+
+
+def test_pacer_spaces_requests_and_hold_off_delays_everyone():
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    pacer = Pacer(4.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        pacer.acquire()
+    assert now[0] == 101.0  # 5 starts at 4/s: 0, .25, .5, .75, 1.0
+    pacer.hold_off(3.0)
+    pacer.acquire()
+    assert now[0] == 104.0
+
+
+def test_whole_batch_400_reasons_map_to_contacts_by_index_or_email():
+    emails = ["a@example.com", "b@example.com", "c@example.com"]
+    data = {"failureReasons": [{"contact": 2, "failureReason": "Invalid email address"},
+                               {"email": "A@example.com", "failureReason": "bad"}]}
+    assert _bad_contacts(data, emails) == {2: "Invalid email address", 0: "bad"}
+    assert _bad_contacts({"failureReasons": []}, emails) == {}
