@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SECRET_NAME = "activecampaign-api-key"
 DEFAULT_EXPORT_SCHEDULE = "0 0 */6 * * *"  # every 6 hours, on the hour
+# The container Customer Insights exports into; the on-arrival blob trigger watches it.
+DEFAULT_EXPORT_CONTAINER = "customer-insights"
 RUNS_CONTAINER = "exporter-runs"
 STATE_CONTAINER = "exporter-state"
 RUN_QUEUE = "export-runs"
@@ -34,6 +36,7 @@ AZURE_APP_SETTINGS = frozenset(
         "EXPORTS_CONFIG",
         "EXPORT_SCHEDULE",
         "KEY_VAULT_URL",
+        "CI_EXPORT_CONTAINER",
         "CI_EXPORT_STORAGE__blobServiceUri",
         "CI_EXPORT_STORAGE__credential",
         "CI_EXPORT_STORAGE__clientId",
@@ -47,8 +50,8 @@ AZURE_APP_SETTINGS = frozenset(
 )
 # Local development uses connection strings instead (Azurite); see local.settings.sample.json.
 LOCAL_APP_SETTINGS = frozenset(
-    {"EXPORTS_CONFIG", "EXPORT_SCHEDULE", "KEY_VAULT_URL", "CI_EXPORT_STORAGE", "AzureWebJobsStorage",
-     "FUNCTIONS_WORKER_RUNTIME"}
+    {"EXPORTS_CONFIG", "EXPORT_SCHEDULE", "KEY_VAULT_URL", "CI_EXPORT_CONTAINER", "CI_EXPORT_STORAGE",
+     "AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME"}
 )
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
