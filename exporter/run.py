@@ -26,7 +26,7 @@ from .secrets import get_api_key
 from .settings import AppSettings, ExportConfig
 from .sink import Batch, Batcher, BulkSink, PollTiming
 from .source import ExportSource, iter_rows, open_source
-from .state import Entries, SyncState, StateStore, encode_confirmed, encode_submitted
+from .state import LEASE_SECONDS, Entries, SyncState, StateStore, encode_confirmed, encode_submitted
 from .storage import blob_service
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class RunOptions:
     run_id: str | None = None
     progress: Callable[["Progress"], None] | None = None
     progress_interval: float = 0.5
+    # How long to wait for another run's lock: by default long enough for a crashed run's lease to expire.
+    lock_wait_seconds: float = LEASE_SECONDS + 5
 
 
 @dataclass
@@ -143,7 +145,7 @@ class ExportRun:
         with ActiveCampaignClient(self.export.destination.base_url, api_key, limits) as client:
             client.check_access(self.export.destination.list_id)
             store = StateStore(blob_service(self.app.app_storage))
-            with store.lock(self.export.name, self.report.run_id):
+            with store.lock(self.export.name, self.report.run_id, self.options.lock_wait_seconds):
                 self._sync(store, client, source_container, source, mapper)
             self.report.requests = client.stats.as_dict()
 
@@ -315,7 +317,8 @@ class ExportRun:
     # --- sink callbacks (called from sender and poller threads) ---------------------------------------------
 
     def submitted(self, batch: Batch) -> None:
-        self.journal.append(encode_submitted(batch.batch_id or "", _entries(batch.contacts)))
+        # Durable before anything else: a crash now must not lose track of a batch AC has accepted.
+        self.journal.append_now(encode_submitted(batch.batch_id or "", _entries(batch.contacts)))
 
     def confirmed(self, batch: Batch, failed_emails: set[str]) -> None:
         ok = [c for c in batch.contacts if c.email not in failed_emails]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -32,7 +33,7 @@ SUBSCRIBED = 1  # put on the list by this export
 UNSUBSCRIBED = 2  # taken off the list by this export (mirror mode)
 
 _MAGIC = b"CIACST01"
-LEASE_SECONDS = 60
+LEASE_SECONDS = 15  # the shortest lease Azure allows: a crashed run's lock frees quickly
 
 
 # --- the run lock ---------------------------------------------------------------------------------------------
@@ -48,20 +49,26 @@ class ExportLock:
         self._lease: BlobLeaseClient | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self.wait_seconds = 0.0
 
-    def acquire(self) -> "ExportLock":
+    def acquire(self, wait_seconds: float = 0.0) -> "ExportLock":
+        """Take the lock, waiting up to ``wait_seconds`` (long enough for a crashed run's lease to expire)."""
         try:
             self._blob.upload_blob(b"", overwrite=False)
         except ResourceExistsError:
             pass
-        try:
-            self._lease = self._blob.acquire_lease(lease_duration=LEASE_SECONDS)
-        except HttpResponseError as exc:
-            if exc.status_code == 409:
-                holder = (self._blob.get_blob_properties().metadata or {}).get("runid", "another run")
-                raise RunLocked(f"export {self._export!r} is already running ({holder}); "
-                                f"this run was skipped. A crashed run's lock expires within {LEASE_SECONDS} s") from None
-            raise
+        deadline = time.monotonic() + wait_seconds
+        while self._lease is None:
+            try:
+                self._lease = self._blob.acquire_lease(lease_duration=LEASE_SECONDS)
+            except HttpResponseError as exc:
+                if exc.status_code != 409:
+                    raise
+                if time.monotonic() >= deadline:
+                    holder = (self._blob.get_blob_properties().metadata or {}).get("runid", "another run")
+                    raise RunLocked(f"export {self._export!r} is already running (run {holder}); this run was "
+                                    f"skipped. A crashed run's lock expires within {LEASE_SECONDS} s") from None
+                time.sleep(1.0)
         self._blob.set_blob_metadata({"runid": self._run_id}, lease=self._lease)
         self._renewer = threading.Thread(target=self._renew, name=f"lease-{self._export}", daemon=True)
         self._renewer.start()
@@ -86,7 +93,7 @@ class ExportLock:
             self._lease = None
 
     def __enter__(self) -> "ExportLock":
-        return self.acquire()
+        return self.acquire(self.wait_seconds)
 
     def __exit__(self, *exc: object) -> None:
         self.release()
@@ -268,6 +275,7 @@ class Journal:
         self._blob = container.get_blob_client(f"{export}/journal")
         self._buffer = bytearray()
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -283,13 +291,24 @@ class Journal:
         with self._lock:
             self._buffer += record
 
+    def append_now(self, record: bytes) -> None:
+        """Append and write at once (with anything buffered before it, in order)."""
+        self.append(record)
+        self.flush()
+
     def _flush_loop(self) -> None:
         while not self._stop.wait(self._interval):
             self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            data, self._buffer = bytes(self._buffer), bytearray()
+        with self._flush_lock:  # keeps records in order across threads
+            with self._lock:
+                data, self._buffer = bytes(self._buffer), bytearray()
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if not data:
+            return
         # Append blocks are at most 4 MiB.
         for start in range(0, len(data), 4 * 1024 * 1024):
             try:
@@ -326,9 +345,11 @@ class StateStore:
         except ResourceExistsError:
             pass
 
-    def lock(self, export: str, run_id: str) -> ExportLock:
+    def lock(self, export: str, run_id: str, wait_seconds: float = 0.0) -> ExportLock:
         self.ensure_container()
-        return ExportLock(self.container, export, run_id)
+        lock = ExportLock(self.container, export, run_id)
+        lock.wait_seconds = wait_seconds
+        return lock
 
     def load(self, export: str, run_id: str) -> LoadedState:
         """The stored state, or an empty one with ``problem`` set when it is missing or unreadable."""

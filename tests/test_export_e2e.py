@@ -1,0 +1,152 @@
+"""The export pipeline end to end: Azurite (real SDK) → exporter → ActiveCampaign emulator (real HTTP)."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from devtools.sample_export import write_sample_export
+from emulator import Emulator
+from exporter.cli import main as cli_main
+from tests.helpers import LIST_ID, TIME_SCALE, export_config, export_dict, rejected_rows, run
+
+API_KEY = "test-key-0123456789abcdef"
+
+
+@pytest.fixture
+def emulator():
+    server = Emulator(api_key=API_KEY, lists={LIST_ID: "VIP newsletter"}, time_scale=TIME_SCALE).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def container(azurite, unique_name):
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    client = service.create_container(unique_name[:63].rstrip("-"))
+    yield client
+    client.delete_container()
+
+
+def write_config(tmp_path, *exports) -> str:
+    path = tmp_path / "exports.json"
+    path.write_text(json.dumps({"exports": list(exports)}), encoding="utf-8")
+    return str(path)
+
+
+def test_export_with_faults_delivers_every_valid_contact_and_reports_every_bad_row(
+        app_env, emulator, container, caplog):
+    sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=3000,
+                                 partitions=3, seed=11, with_stale_folder=True, bad_rows=True)
+    refused_by_ac = sorted(sample.expected)[17]  # our validator accepts it; AC refuses the whole batch over it
+    emulator.reject_emails({refused_by_ac})
+    emulator.faults.script(["429", "503", "drop", "ratelimit400", "500"], path="bulk_import")
+    emulator.faults.set(rate_429=0.05, rate_503=0.05, rate_drop=0.03, paths=("bulk_import",))
+
+    with caplog.at_level(logging.DEBUG):
+        report = run(export_config("vip", emulator.hostname, container.container_name, sample.path))
+
+    assert report.status == "completed", report.errors
+    expected = {email: values for email, values in sample.expected.items() if email != refused_by_ac}
+    assert emulator.subscribers(LIST_ID) == set(expected)
+    for email, values in expected.items():
+        contact = emulator.contact(email)
+        assert contact["firstName"] == (values["FirstName"].strip() or None) or not values["FirstName"].strip()
+        assert contact["lastName"] == values["LastName"].strip() or not values["LastName"].strip()
+        assert "ci-vip" in contact["tags"]
+    assert not {c["email"] for c in emulator.contacts()} & {e.lower() for e in sample.stale_emails}
+
+    rows = rejected_rows(report)
+    by_customer = {row["CustomerId"]: row["reason"] for row in rows}
+    for customer_id, _kind in sample.rejected:
+        assert customer_id in by_customer, f"bad row {customer_id} missing from the rejected report"
+    assert any(row["email"].lower() == refused_by_ac and row["reason"] == "rejected_by_activecampaign" for row in rows)
+    counts = report.counts
+    assert counts["rowsRead"] == sample.total_rows
+    assert counts["confirmed"] + sum(report.rejected.values()) == sample.total_rows
+    assert report.requests["retries"] >= 5  # the scripted faults were met and retried
+
+    assert API_KEY not in caplog.text
+    for email in list(expected)[:50]:
+        assert email not in caplog.text
+
+
+def test_non_ascii_and_quoted_values_arrive_exactly(app_env, emulator, container):
+    sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=400,
+                                 partitions=2, seed=3, with_stale_folder=False, bad_rows=False)
+    report = run(export_config("vip", emulator.hostname, container.container_name, sample.path))
+    assert report.status == "completed"
+    non_ascii = {e: v for e, v in sample.expected.items() if not (v["FirstName"] + v["LastName"]).isascii()}
+    assert non_ascii, "the sample should contain non-ASCII names"
+    for email, values in non_ascii.items():
+        contact = emulator.contact(email)
+        assert contact["firstName"] == values["FirstName"].strip()
+        assert contact["lastName"] == values["LastName"].strip()
+    with_comma = [e for e, v in sample.expected.items() if "," in v["City"] or "\n" in v["City"]]
+    for email in with_comma[:20]:
+        assert emulator.contact(email)["fields"]["1"] == sample.expected[email]["City"]
+
+
+def test_dry_run_reads_and_reports_without_sending(app_env, emulator, container):
+    sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=500,
+                                 partitions=2, seed=5)
+    report = run(export_config("vip", emulator.hostname, container.container_name, sample.path), dry_run=True)
+    assert report.status == "completed"
+    assert report.counts["wouldSend"] == len(sample.expected)
+    assert emulator.bulk_import_requests() == []
+
+
+@pytest.mark.parametrize("case, overrides, message", [
+    ("wrong list id", {"destination": {"listId": "999"}}, "list 999 does not exist"),
+    ("bad api key", {"destination": {"apiKeySecretName": "other-key"}}, "refused the API key"),
+    ("column not in model.json", {"mapping": {"email": "PrimaryEmail", "firstName": "GivenName"}}, "'GivenName'"),
+    ("hostname with a path", {"destination": {"hostname": "https://youraccount.api-us1.com/api/3"}}, "remove the path"),
+    ("missing container", {"source": {"container": "no-such-container", "path": "CustomerInsights_1/vip"}},
+     "no-such-container"),
+    ("unknown key", {"mapping": {"email": "PrimaryEmail", "fistName": "FirstName"}}, "unknown key 'fistName'"),
+])
+def test_bad_input_exits_2_with_a_clear_message_and_sends_nothing(
+        case, overrides, message, app_env, emulator, container, tmp_path, monkeypatch, capsys):
+    sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=50,
+                                 partitions=1, seed=1)
+    monkeypatch.setenv("OTHER_KEY", "wrong-key")
+    export = export_dict("vip", emulator.hostname, container.container_name, sample.path)
+    for key, value in overrides.items():
+        export[key] = {**export[key], **value}
+    code = cli_main(["run", "--config", write_config(tmp_path, export)])
+    out = capsys.readouterr()
+    assert code == 2, out
+    assert message in out.out + out.err
+    assert emulator.bulk_import_requests() == []
+    assert "wrong-key" not in out.out + out.err and API_KEY not in out.out + out.err
+
+
+def test_disabled_or_unconsented_exports_are_skipped_with_the_reason(app_env, emulator, container, tmp_path, capsys):
+    sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=20,
+                                 partitions=1, seed=1)
+    disabled = export_dict("off", emulator.hostname, container.container_name, sample.path, enabled=False)
+    unconsented = export_dict("noconsent", emulator.hostname, container.container_name, sample.path,
+                              privacyConsent=False)
+    code = cli_main(["run", "--config", write_config(tmp_path, disabled, unconsented)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "disabled by an administrator" in out and "no data-privacy consent" in out
+    assert emulator.requests == [] or all("bulk_import" not in r["path"] for r in emulator.requests)
+
+
+def test_validate_and_status_commands(app_env, emulator, container, tmp_path, capsys):
+    sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=100,
+                                 partitions=1, seed=2)
+    config = write_config(tmp_path, export_dict("vip-status", emulator.hostname, container.container_name,
+                                                sample.path))
+    assert cli_main(["validate", "--config", config]) == 0
+    assert "key accepted, list 3" in capsys.readouterr().out
+    assert emulator.bulk_import_requests() == []
+    assert cli_main(["run", "--config", config]) == 0
+    capsys.readouterr()
+    assert cli_main(["status", "--config", config]) == 0
+    status = capsys.readouterr().out
+    assert "vip-status:" in status and "completed" in status
