@@ -111,13 +111,15 @@ class Mapper:
         self._subscribe = [{"listid": list_id}]
         self._seen: set[int] = set()
 
+    def malformed(self, values: Sequence[str], detail: str, where: str = "") -> Rejection:
+        """A row the CSV parser could not read, or with the wrong number of columns."""
+        return Rejection(self._value(values, self._customer_id), "", Reason.MALFORMED_ROW, detail, where)
+
     def map_row(self, values: Sequence[str], where: str = "") -> Contact | Rejection:
-        customer_id = self._value(values, self._customer_id)
         if len(values) != self._width:
-            return Rejection(
-                customer_id, "", Reason.MALFORMED_ROW,
-                f"expected {self._width} columns as in model.json, found {len(values)}", where,
-            )
+            return self.malformed(values, f"expected {self._width} columns as in model.json, found {len(values)}",
+                                  where)
+        customer_id = self._value(values, self._customer_id)
         raw_email = values[self._email].strip()
         if not raw_email:
             return Rejection(customer_id, "", Reason.MISSING_EMAIL, "email column is empty", where)

@@ -244,7 +244,11 @@ class ExportRun:
     def _contacts(self, container, source: ExportSource, mapper: Mapper) -> Iterable[Contact]:
         for row in iter_rows(container, source):
             self.counts["rowsRead"] += 1
-            result = mapper.map_row(row.values, f"{row.partition}#{row.record}")
+            where = f"{row.partition} record {row.record} (line {row.line})"
+            if row.error:
+                result: Contact | Rejection = mapper.malformed(row.values, row.error, where)
+            else:
+                result = mapper.map_row(row.values, where)
             if isinstance(result, Rejection):
                 self.rejected(result)
             else:

@@ -1,0 +1,197 @@
+"""`make bench`: 1,000,000 profiles through the real exporter, against Azurite and the ActiveCampaign emulator.
+
+Three measurements (each exporter run is its own process, so its wall time and peak RSS are its own):
+- overhead: emulator without limits or latency; rows/s through read → map → validate → diff → batch → send →
+  confirm, and peak RSS, at 100k and at 1M rows (memory must not grow with rows).
+- rate-bound: emulator at ActiveCampaign's limits time-scaled ×60 (the 40-minute floor becomes 40 s) with
+  300 ms per bulk request; the exporter paced at the same scaled limits. Wall time ÷ floor, and refusals.
+- re-run: the same export with 1% of rows changed; contacts sent and wall time.
+Results are printed as a table and written to bench/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+from azure.storage.blob import BlobServiceClient
+
+from devtools.azurite import start_azurite
+from devtools.sample_export import write_sample_export
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results.json"
+LIST_ID = 3
+API_KEY = "bench-key"
+TIME_SCALE = 60
+CONTAINER = "customer-insights"
+T0 = datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
+
+
+class EmulatorProcess:
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "--port", "0", "--api-key", API_KEY, "--list", f"{LIST_ID}:Bench",
+             *args], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        line = self.process.stdout.readline().strip()  # "emulator listening on http://127.0.0.1:PORT"
+        if "listening on" not in line:
+            self.stop()
+            raise RuntimeError(f"emulator did not start: {line!r}")
+        self.hostname = line.rsplit(" ", 1)[-1]
+
+    def stats(self) -> dict:
+        return httpx.get(f"{self.hostname}/__emulator/stats", timeout=30).json()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def run_exporter(name: str, hostname: str, path: str, limits: dict, connection: str, workdir: Path) -> dict:
+    """Run `python -m exporter run` for one export; returns wall time, peak RSS and the run report."""
+    config = {"exports": [{
+        "name": name, "source": {"container": CONTAINER, "path": path, "entity": "VipCustomers"},
+        "destination": {"hostname": hostname, "listId": str(LIST_ID), "rateLimits": limits},
+        "mapping": {"email": "PrimaryEmail", "firstName": "FirstName", "lastName": "LastName", "phone": "Phone",
+                    "fields": {"1": "City", "2": "LoyaltyTier"}, "tags": ["ci-vip"]},
+        "privacyConsent": True}]}
+    config_path = workdir / f"{name}.json"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    env = dict(os.environ, CI_EXPORT_STORAGE=connection, AzureWebJobsStorage=connection, ACTIVECAMPAIGN_API_KEY=API_KEY)
+    env.pop("KEY_VAULT_URL", None)
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(config_path)],
+                               env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    summary = process.stdout.read()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"exporter run {name} exited {process.returncode}:\n{summary}")
+    report = latest_report(connection, name)
+    return {"wall_seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "report": report}
+
+
+def latest_report(connection: str, name: str) -> dict:
+    runs = BlobServiceClient.from_connection_string(connection).get_container_client("exporter-runs")
+    names = sorted(b.name for b in runs.list_blobs(name_starts_with=f"{name}/") if b.name.endswith("report.json"))
+    return json.loads(runs.download_blob(names[-1]).readall())
+
+
+def generate(container, path: str, rows: int, version: int, **changes) -> tuple[object, float]:
+    started = time.monotonic()
+    sample = write_sample_export(container, path=path, entity="VipCustomers", rows=rows, partitions=10, seed=42,
+                                 with_stale_folder=False, bad_rows=False, changes=changes or None,
+                                 when=T0 + timedelta(hours=version))
+    return sample, round(time.monotonic() - started, 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--small", type=int, default=100_000, help="rows for the memory comparison run")
+    args = parser.parse_args()
+    workdir = REPO / "bench" / ".work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "machine": f"{os.cpu_count()} cores, {_memory_gib()} GiB, {platform.python_implementation()} "
+                                f"{platform.python_version()}", "rows": args.rows}
+    unlimited = {"bulkImportsPerMinute": 10_000_000, "requestsPerSecond": 1_000_000}
+    scaled = {"bulkImportsPerMinute": 100 * TIME_SCALE, "requestsPerSecond": 5 * TIME_SCALE}
+
+    with start_azurite() as azurite:
+        service = BlobServiceClient.from_connection_string(azurite.connection_string)
+        container = service.create_container(CONTAINER)
+        conn = azurite.connection_string
+
+        small, small_gen = generate(container, "CustomerInsights_bench/small", args.small, 1)
+        big, big_gen = generate(container, "CustomerInsights_bench/big", args.rows, 1)
+        results["generate_seconds"] = {"small": small_gen, "big": big_gen}
+        print(f"generated {args.small:,} rows in {small_gen}s and {args.rows:,} rows in {big_gen}s", flush=True)
+
+        emulator = EmulatorProcess("--no-limits", "--import-delay", "0")
+        try:
+            for label, sample, path in (("small", small, "CustomerInsights_bench/small"),
+                                        ("big", big, "CustomerInsights_bench/big")):
+                outcome = run_exporter(f"overhead-{label}", emulator.hostname, path, unlimited, conn, workdir)
+                rows = outcome["report"]["counts"]["rowsRead"]
+                results[f"overhead_{label}"] = {
+                    "rows": rows, "wall_seconds": outcome["wall_seconds"],
+                    "rows_per_second": round(rows / outcome["wall_seconds"]),
+                    "peak_rss_mb": outcome["peak_rss_mb"], "confirmed": outcome["report"]["counts"].get("confirmed")}
+                print(f"overhead {label}: {results[f'overhead_{label}']}", flush=True)
+        finally:
+            emulator.stop()
+
+        emulator = EmulatorProcess("--time-scale", str(TIME_SCALE), "--latency", "0.3")
+        try:
+            outcome = run_exporter("rate-bound", emulator.hostname, "CustomerInsights_bench/big", scaled, conn, workdir)
+            report = outcome["report"]
+            contacts = report["counts"]["sent"]
+            floor = math.ceil(contacts / 250) / (scaled["bulkImportsPerMinute"] / 60)
+            refusals = report["requests"].get("refusals", {})
+            results["rate_bound"] = {
+                "contacts": contacts, "bulk_requests": report["counts"].get("bulkRequests"),
+                "wall_seconds": outcome["wall_seconds"], "floor_seconds": round(floor, 2),
+                "wall_over_floor": round(outcome["wall_seconds"] / floor, 3),
+                "refusals": refusals, "peak_rss_mb": outcome["peak_rss_mb"],
+                "real_time_equivalent_minutes": round(outcome["wall_seconds"] * TIME_SCALE / 60, 1)}
+            print(f"rate-bound: {results['rate_bound']}", flush=True)
+
+            changed, changed_gen = generate(container, "CustomerInsights_bench/big", args.rows, 2, modify=0.01)
+            expected_changes = sum(1 for e, v in changed.expected.items() if big.expected.get(e) != v)
+            outcome = run_exporter("rate-bound", emulator.hostname, "CustomerInsights_bench/big", scaled, conn,
+                                   workdir)
+            counts = outcome["report"]["counts"]
+            results["rerun_1pct"] = {
+                "rows": counts["rowsRead"], "changed_in_export": expected_changes, "sent": counts.get("sent", 0),
+                "sent_share": round(counts.get("sent", 0) / counts["rowsRead"], 4),
+                "unchanged": counts.get("unchanged", 0), "bulk_requests": counts.get("bulkRequests", 0),
+                "wall_seconds": outcome["wall_seconds"], "peak_rss_mb": outcome["peak_rss_mb"]}
+            print(f"re-run: {results['rerun_1pct']}", flush=True)
+        finally:
+            emulator.stop()
+
+    RESULTS.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print_table(results)
+    return 0
+
+
+def print_table(r: dict) -> None:
+    o_small, o_big, rb, rr = r["overhead_small"], r["overhead_big"], r["rate_bound"], r["rerun_1pct"]
+    lines = [
+        ("overhead, 1M rows: wall time", f"{o_big['wall_seconds']} s", "≤ 30 s"),
+        ("overhead, 1M rows: rows/s", f"{o_big['rows_per_second']:,}", ""),
+        ("overhead: peak RSS 100k → 1M rows", f"{o_small['peak_rss_mb']} → {o_big['peak_rss_mb']} MB", "≤ 300 MB, flat"),
+        ("rate-bound 1M (×60): wall / floor", f"{rb['wall_seconds']} / {rb['floor_seconds']} s = {rb['wall_over_floor']}",
+         "≤ 1.05"),
+        ("rate-bound: refusals from our pacing", str(rb["refusals"] or 0), "0"),
+        ("rate-bound: real-time equivalent", f"{rb['real_time_equivalent_minutes']} min", "~40 min"),
+        ("re-run, 1% changed: sent", f"{rr['sent']:,} ({rr['sent_share']:.2%})", "≤ 1.2%"),
+        ("re-run: wall time", f"{rr['wall_seconds']} s", ""),
+    ]
+    print(f"\nBenchmark {r['date']} on {r['machine']}")
+    for label, value, target in lines:
+        print(f"  {label:<40}{value:>28}   {target}")
+    print(f"results: {RESULTS.relative_to(REPO)}")
+
+
+def _memory_gib() -> int:
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        kib = int(meminfo.readline().split()[1])
+    return round(kib / 1024 / 1024)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
