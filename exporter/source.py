@@ -1,0 +1,571 @@
+"""Read a Customer Insights (CI) segment export from Blob Storage: model.json plus CSV partitions.
+
+Layout: ``<container>/<path>/model.json`` and ``<path>/<Entity>/yyyy/MM/dd/HHmm/<Entity>_<n>.csv``. Every CI run
+writes a new timestamp folder and leaves older ones; only the partitions model.json lists are the current export.
+Partitions are streamed in ranged downloads of ``DOWNLOAD_CHUNK_BYTES``, so memory does not grow with their size.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import ipaddress
+import json
+import logging
+import posixpath
+import re
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterator
+from urllib.parse import unquote, urlsplit
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import ContainerClient
+
+from .errors import SourceError, TransientError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.json"
+DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024
+_TEXT_CHUNK_CHARS = 64 * 1024  # how much TextIOWrapper decodes at a time; bigger is faster than the 8 KiB default
+_MODEL_SCAN_LIMIT = 20_000  # blobs listed at most when looking for model.json files to suggest
+_TIMESTAMP_LEVELS = (4, 2, 2, 4)  # yyyy/MM/dd/HHmm
+_ABFS_SCHEMES = {"abfs", "abfss", "wasb", "wasbs"}
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    container: str
+    path: str  # folder holding model.json (no leading/trailing slash)
+    entity: str  # entity name actually used
+    columns: list[str]  # in CSV order
+    partitions: list[str]  # blob names, in model order
+    has_header: bool
+    model_refreshed: str | None  # newest partition refreshTime, else model modifiedTime, for the run report
+    delimiter: str = ","
+
+
+@dataclass(slots=True)
+class RawRow:
+    values: list[str]  # as parsed by csv; may have the wrong length for a broken row; [] when unparseable
+    partition: str  # blob name
+    record: int  # 1-based record number inside the partition (not counting a header or blank lines)
+    line: int  # 1-based physical line where the record starts (quoted newlines span lines)
+    error: str = ""  # why the CSV parser could not read this record, when it could not
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# open_source
+
+
+def open_source(container_client: ContainerClient, path: str, entity: str | None) -> ExportSource:
+    """Read model.json at ``path`` and describe the current export of ``entity`` (the only one when None)."""
+    path = _normalise_path(path)
+    model, model_modified = _read_model(container_client, path)
+    entities = _local_entities(model, _where(container_client, path))
+    chosen = _choose_entity(entities, entity, _where(container_client, path))
+    columns = _columns(chosen, _where(container_client, path))
+    listed = [p for p in chosen.get("partitions") or [] if isinstance(p, dict)]
+    if listed:
+        partitions = [_partition_blob(container_client, p, path) for p in listed]
+        _check_partitions_exist(container_client, partitions)
+        has_header, delimiter = _csv_settings(chosen, listed, _where(container_client, path))
+        refreshed = _newest(p.get("refreshTime") for p in listed)
+    else:
+        partitions, folder = _newest_timestamp_partitions(container_client, path, chosen["name"])
+        has_header, delimiter = _csv_settings(chosen, [], _where(container_client, path))
+        refreshed = None
+        log.warning(
+            "model.json lists no partitions for %s; reading the newest folder %s (%d CSV files)",
+            chosen["name"], folder, len(partitions),
+        )
+    model_refreshed = refreshed or _text(model.get("modifiedTime")) or model_modified
+    return ExportSource(
+        container=container_client.container_name,
+        path=path,
+        entity=chosen["name"],
+        columns=columns,
+        partitions=partitions,
+        has_header=has_header,
+        model_refreshed=model_refreshed,
+        delimiter=delimiter,
+    )
+
+
+def _normalise_path(path: str) -> str:
+    path = path.strip().strip("/")
+    if path == MODEL_FILE or path.endswith("/" + MODEL_FILE):
+        path = path[: -len(MODEL_FILE)].rstrip("/")  # someone pasted the model.json path itself
+    return path
+
+
+def _where(container_client: ContainerClient, path: str) -> str:
+    return f"{container_client.container_name}/{_join(path, MODEL_FILE)}"
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def _read_model(container_client: ContainerClient, path: str) -> tuple[dict[str, Any], str | None]:
+    name = _join(path, MODEL_FILE)
+    try:
+        downloader = container_client.download_blob(name)
+        data = downloader.readall()  # model.json is small; only partitions must be streamed
+    except ResourceNotFoundError as exc:
+        if _error_code(exc) == "ContainerNotFound":
+            raise _container_missing(container_client) from None
+        raise _model_missing(container_client, path) from None
+    except HttpResponseError as exc:
+        raise _storage_error(container_client, name, exc) from None
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise TransientError(f"cannot reach blob storage at {container_client.url}: {exc}") from None
+    modified = downloader.properties.last_modified
+    try:
+        model = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"{_where(container_client, path)} is not UTF-8 (invalid byte at offset {exc.start}); "
+            "re-run the export in Customer Insights"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise SourceError(
+            f"{_where(container_client, path)} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}, "
+            f"{len(data)} bytes); it may still be being written: re-run after the Customer Insights export finishes"
+        ) from None
+    if not isinstance(model, dict):
+        raise SourceError(f"{_where(container_client, path)} is not a CDM model (expected a JSON object)")
+    return model, modified.isoformat() if modified else None
+
+
+def _error_code(exc: HttpResponseError) -> str:
+    code = getattr(exc, "error_code", None) or ""
+    if not code and exc.response is not None:
+        code = exc.response.headers.get("x-ms-error-code", "")
+    return str(code)
+
+
+def _container_missing(container_client: ContainerClient) -> SourceError:
+    return SourceError(
+        f"container {container_client.container_name!r} not found in storage account "
+        f"{container_client.account_name}; check source.container or CI_EXPORT_STORAGE"
+    )
+
+
+def _storage_error(container_client: ContainerClient, name: str, exc: HttpResponseError) -> Exception:
+    if exc.status_code == 403:
+        return SourceError(
+            f"access to {container_client.container_name}/{name} in storage account {container_client.account_name} "
+            f"was denied ({_error_code(exc) or 403}); give the function app's identity the "
+            "'Storage Blob Data Reader' role on that account, or fix CI_EXPORT_STORAGE"
+        )
+    return TransientError(f"reading {container_client.container_name}/{name} failed: {exc.message}")
+
+
+def _model_missing(container_client: ContainerClient, path: str) -> SourceError:
+    found, legacy = _nearby_models(container_client, path)
+    message = f"no {MODEL_FILE} at {_where(container_client, path)}; check source.path"
+    if found:
+        listed = "\n".join(f"  - {folder}" for folder in found)
+        message += f". Folders in container {container_client.container_name!r} that hold {MODEL_FILE}:\n{listed}"
+    else:
+        message += (
+            f". No {MODEL_FILE} exists anywhere in container {container_client.container_name!r}: "
+            "has the export run in Customer Insights yet?"
+        )
+    if legacy:
+        message += (
+            f"\n{path}/ holds {len(legacy)} CSV files with the old flat naming (e.g. {legacy[0]}); "
+            "that layout has no model.json and is not supported: re-run the export with a current Customer Insights "
+            "instance so that it writes model.json"
+        )
+    return SourceError(message)
+
+
+def _nearby_models(container_client: ContainerClient, path: str) -> tuple[list[str], list[str]]:
+    """Folders that hold model.json, most similar to ``path`` first; and CSV files directly in ``path``."""
+    first = path.split("/", 1)[0]
+    folders = _folders_with_model(container_client, first + "/" if "/" in path else None)
+    if not folders and "/" in path:
+        folders = _folders_with_model(container_client, None)
+    folders.sort(key=lambda f: (-difflib.SequenceMatcher(None, f, path).ratio(), f))
+    legacy = [
+        blob.name.rsplit("/", 1)[-1]
+        for blob in container_client.walk_blobs(name_starts_with=path + "/", delimiter="/")
+        if blob.name.lower().endswith(".csv")
+    ][:50]
+    return folders[:10], legacy
+
+
+def _folders_with_model(container_client: ContainerClient, prefix: str | None) -> list[str]:
+    folders = []
+    for count, blob in enumerate(container_client.list_blobs(name_starts_with=prefix)):
+        if count >= _MODEL_SCAN_LIMIT:
+            break
+        if blob.name == MODEL_FILE or blob.name.endswith("/" + MODEL_FILE):
+            folders.append(blob.name[: -len(MODEL_FILE)].rstrip("/") or "(container root)")
+    return folders
+
+
+def _local_entities(model: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    entities = model.get("entities")
+    if not isinstance(entities, list):
+        raise SourceError(f"{where} is not a CDM model: it has no \"entities\" list")
+    usable = [
+        e for e in entities
+        if isinstance(e, dict) and isinstance(e.get("name"), str) and e.get("$type", "LocalEntity") == "LocalEntity"
+    ]
+    if not usable:
+        raise SourceError(f"{where} lists no entities (LocalEntity); re-run the export in Customer Insights")
+    return usable
+
+
+def _choose_entity(entities: list[dict[str, Any]], wanted: str | None, where: str) -> dict[str, Any]:
+    names = ", ".join(e["name"] for e in entities)
+    if wanted is None:
+        if len(entities) == 1:
+            return entities[0]
+        raise SourceError(f"{where} has several entities ({names}); set source.entity to the one to export")
+    for entity in entities:
+        if entity["name"] == wanted:
+            return entity
+    folded = [e for e in entities if e["name"].lower() == wanted.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    raise SourceError(f"entity {wanted!r} is not in {where}; entities there: {names}. Fix source.entity")
+
+
+def _columns(entity: dict[str, Any], where: str) -> list[str]:
+    attributes = entity.get("attributes")
+    if not isinstance(attributes, list) or not attributes:
+        raise SourceError(f"entity {entity['name']!r} in {where} has no attributes, so the CSV columns are unknown")
+    columns = []
+    for i, attribute in enumerate(attributes):
+        name = attribute.get("name") if isinstance(attribute, dict) else None
+        if not isinstance(name, str) or not name:
+            raise SourceError(f"attribute #{i + 1} of entity {entity['name']!r} in {where} has no name")
+        columns.append(name)
+    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicates:
+        raise SourceError(f"entity {entity['name']!r} in {where} names columns twice: {', '.join(duplicates)}")
+    return columns
+
+
+def _partition_blob(container_client: ContainerClient, partition: dict[str, Any], model_folder: str) -> str:
+    location = partition.get("location")
+    if not isinstance(location, str) or not location.strip():
+        raise SourceError(
+            f"partition {partition.get('name')!r} in {_where(container_client, model_folder)} has no location"
+        )
+    return resolve_location(
+        location.strip(), container_client.container_name, container_client.account_name, model_folder
+    )
+
+
+def resolve_location(location: str, container: str, account: str | None, model_folder: str = "") -> str:
+    """Blob name inside ``container`` for a partition location (full URL on any host, or relative to model.json)."""
+    parts = urlsplit(location)
+    scheme = parts.scheme.lower()
+    if not scheme:
+        name = posixpath.normpath(_join(model_folder, unquote(parts.path).lstrip("/")))
+        if name.startswith("../") or name in (".", ".."):
+            raise SourceError(f"partition location {location!r} points outside container {container!r}")
+        return name
+    if scheme in _ABFS_SCHEMES:  # abfss://container@account.dfs.core.windows.net/path
+        found_container = unquote(parts.username or "")
+        name = unquote(parts.path).lstrip("/")
+    else:
+        segments = unquote(parts.path).lstrip("/").split("/")
+        host = (parts.hostname or "").lower()
+        path_style = _is_local_host(host) or (
+            len(segments) > 2 and segments[0] == account and segments[1] == container
+            and not host.startswith(f"{(account or '').lower()}.")
+        )
+        if path_style:  # emulator style: http://127.0.0.1:10000/<account>/<container>/<blob>
+            segments = segments[1:]
+        found_container, name = segments[0], "/".join(segments[1:])
+    if found_container != container or not name:
+        raise SourceError(
+            f"partition location {location!r} is outside container {container!r} "
+            f"(it points at container {found_container!r}); set source.container to the container the "
+            "Customer Insights export writes to"
+        )
+    return name
+
+
+def _is_local_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_partitions_exist(container_client: ContainerClient, partitions: list[str]) -> None:
+    folders = sorted({posixpath.dirname(p) for p in partitions})
+    present: set[str] = set()
+    for folder in folders:
+        prefix = folder + "/" if folder else None
+        present.update(b.name for b in container_client.walk_blobs(name_starts_with=prefix, delimiter="/"))
+    missing = [p for p in partitions if p not in present]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise SourceError(
+            f"model.json lists {len(missing)} partition(s) that are not in container "
+            f"{container_client.container_name!r}: {shown}. The export is incomplete or still being written; "
+            "re-run after the Customer Insights export finishes"
+        )
+
+
+def _csv_settings(entity: dict[str, Any], partitions: list[dict[str, Any]], where: str) -> tuple[bool, str]:
+    entity_settings = _format_settings(entity)
+    settings = [{**entity_settings, **_format_settings(p)} for p in partitions] or [entity_settings]
+    headers = {_truthy(s.get("columnHeaders", False)) for s in settings}
+    delimiters = {str(s.get("delimiter") or ",") for s in settings}
+    if len(headers) > 1 or len(delimiters) > 1:
+        raise SourceError(f"partitions in {where} disagree on columnHeaders or delimiter; re-run the export in CI")
+    delimiter = delimiters.pop()
+    if len(delimiter) != 1:
+        raise SourceError(f"{where} gives delimiter {delimiter!r}; only single-character delimiters are supported")
+    return headers.pop(), delimiter
+
+
+def _format_settings(item: dict[str, Any]) -> dict[str, Any]:
+    """CSV settings of an entity or partition: ``fileFormatSettings`` and ``cdm:traits`` arguments."""
+    found: dict[str, Any] = {}
+    for trait in item.get("cdm:traits") or []:
+        if isinstance(trait, dict):
+            for argument in trait.get("arguments") or []:
+                if isinstance(argument, dict) and argument.get("name") in ("columnHeaders", "delimiter"):
+                    found[argument["name"]] = argument.get("value")
+    settings = item.get("fileFormatSettings")
+    if isinstance(settings, dict):
+        found.update({k: settings[k] for k in ("columnHeaders", "delimiter") if k in settings})
+    return found
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _newest(times: Iterator[Any]) -> str | None:
+    # CI writes ISO 8601 UTC times, which sort as text.
+    texts = [t for t in times if isinstance(t, str) and t]
+    return max(texts) if texts else None
+
+
+def _newest_timestamp_partitions(container_client: ContainerClient, path: str, entity: str) -> tuple[list[str], str]:
+    root = _join(path, entity) + "/"
+    for folder in _timestamp_folders_newest_first(container_client, root, _TIMESTAMP_LEVELS):
+        names = [
+            b.name for b in container_client.walk_blobs(name_starts_with=folder, delimiter="/")
+            if b.name.lower().endswith(".csv")
+        ]
+        if names:
+            return sorted(names, key=_natural_key), folder
+    raise SourceError(
+        f"model.json at {_where(container_client, path)} lists no partitions for entity {entity!r} and there is no "
+        f"yyyy/MM/dd/HHmm folder with CSV files under {container_client.container_name}/{root}; the export has not "
+        "run yet or is still being written: run it in Customer Insights and retry after it finishes"
+    )
+
+
+def _timestamp_folders_newest_first(
+    container_client: ContainerClient, prefix: str, levels: tuple[int, ...]
+) -> Iterator[str]:
+    if not levels:
+        yield prefix
+        return
+    children = []
+    for item in container_client.walk_blobs(name_starts_with=prefix, delimiter="/"):
+        child = item.name[len(prefix):].rstrip("/")
+        if item.name.endswith("/") and len(child) == levels[0] and child.isdigit():
+            children.append(child)
+    for child in sorted(children, reverse=True):
+        yield from _timestamp_folders_newest_first(container_client, f"{prefix}{child}/", levels[1:])
+
+
+def _natural_key(name: str) -> list[Any]:
+    """Sort ``X_2.csv`` before ``X_10.csv``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# iter_rows
+
+
+def iter_rows(
+    container_client: ContainerClient, source: ExportSource, *, chunk_bytes: int = DOWNLOAD_CHUNK_BYTES
+) -> Iterator[RawRow]:
+    """Stream every record of the export's partitions, in order. Never holds more than ~``chunk_bytes`` of a blob."""
+    for partition in source.partitions:
+        yield from _iter_partition(container_client, source, partition, chunk_bytes)
+
+
+def _iter_partition(
+    container_client: ContainerClient, source: ExportSource, partition: str, chunk_bytes: int
+) -> Iterator[RawRow]:
+    stream = _BlobStream(container_client, partition, chunk_bytes)
+    buffered = io.BufferedReader(stream, buffer_size=256 * 1024)
+    text = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
+    text._CHUNK_SIZE = _TEXT_CHUNK_CHARS  # type: ignore[attr-defined]
+    reader = csv.reader(text, delimiter=source.delimiter, strict=True)
+    header_pending = source.has_header
+    record = 0
+    last_line = 0  # physical lines consumed so far; reader.line_num counts them exactly, for free
+    try:
+        while True:
+            try:
+                for values in reader:
+                    if not values:
+                        last_line = reader.line_num
+                        continue
+                    if header_pending:
+                        header_pending = False
+                        _check_header(values, source, partition)
+                        last_line = reader.line_num
+                        continue
+                    record += 1
+                    yield RawRow(values, partition, record, last_line + 1)
+                    last_line = reader.line_num
+                return
+            except csv.Error as exc:
+                # The reader starts a fresh record on the next line, so one bad record does not end the partition.
+                record += 1
+                yield RawRow([], partition, record, last_line + 1, f"unreadable CSV: {exc}")
+                last_line = reader.line_num
+    except UnicodeDecodeError as exc:
+        offset = buffered.tell() - len(exc.object) + exc.start
+        raise SourceError(
+            f"partition {source.container}/{partition} is not valid UTF-8: byte 0x{exc.object[exc.start]:02x} at "
+            f"byte offset {offset} (record {record + 1}, line {last_line + 1}); Customer Insights writes UTF-8, so the "
+            "file was changed or damaged: re-run the export in Customer Insights"
+        ) from None
+    finally:
+        text.detach()  # do not let TextIOWrapper's close() chain into a half-read network stream
+        stream.close()
+
+
+def _check_header(values: list[str], source: ExportSource, partition: str) -> None:
+    header = [v.strip() for v in values]
+    if [h.lower() for h in header] != [c.lower() for c in source.columns]:
+        raise SourceError(
+            f"the header row of {source.container}/{partition} ({', '.join(header)}) does not match the columns in "
+            f"model.json ({', '.join(source.columns)}); the export is inconsistent: re-run it in Customer Insights"
+        )
+
+
+class _BlobStream(io.RawIOBase):
+    """A read-only raw stream over one blob, fetched in ranges of ``chunk_bytes`` pinned to the first ETag.
+
+    The next range downloads in a background thread while the current one is parsed, so network latency overlaps
+    with CSV parsing; at most two ranges are in memory.
+    """
+
+    def __init__(self, container_client: ContainerClient, name: str, chunk_bytes: int) -> None:
+        super().__init__()
+        self._blob = container_client.get_blob_client(name)
+        self._name = f"{container_client.container_name}/{name}"
+        self._chunk_bytes = chunk_bytes
+        self._etag: str | None = None
+        self._ranges: Iterator[tuple[int, int]] | None = None
+        self._pending: Future[bytes] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._delivered = 0
+        self._chunk = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._delivered
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._chunk:
+            self._chunk = memoryview(self._fetch_next())
+            if not self._chunk:
+                return 0
+        count = min(len(buffer), len(self._chunk))
+        buffer[:count] = self._chunk[:count]
+        self._chunk = self._chunk[count:]
+        self._delivered += count
+        return count
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        super().close()
+
+    def _fetch_next(self) -> bytes:
+        if self._ranges is None:
+            properties = self._call(self._blob.get_blob_properties)
+            self._etag = properties.etag
+            step = self._chunk_bytes
+            self._ranges = ((o, min(step, properties.size - o)) for o in range(0, properties.size, step))
+            self._pending = self._submit_next()
+        if self._pending is None:
+            return b""
+        data = self._pending.result()
+        self._pending = self._submit_next()
+        return data
+
+    def _submit_next(self) -> Future[bytes] | None:
+        assert self._ranges is not None
+        spec = next(self._ranges, None)
+        if spec is None:
+            return None
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blob-prefetch")
+        return self._executor.submit(self._download_range, *spec)
+
+    def _download_range(self, offset: int, length: int) -> bytes:
+        downloader = self._call(
+            self._blob.download_blob,
+            offset=offset,
+            length=length,
+            etag=self._etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
+        data = b"".join(downloader.chunks())  # one range: at most chunk_bytes, never the whole blob
+        if len(data) != length:
+            raise TransientError(
+                f"partition {self._name}: got {len(data)} bytes at offset {offset}, expected {length}; retry the run"
+            )
+        return data
+
+    def _call(self, method: Any, **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except ResourceModifiedError:
+            raise TransientError(
+                f"partition {self._name} changed while it was being read (Customer Insights is writing a new "
+                "export); retry the run after the export finishes"
+            ) from None
+        except ResourceNotFoundError:
+            raise SourceError(
+                f"partition {self._name} disappeared while the export was being read; re-run after the Customer "
+                "Insights export finishes"
+            ) from None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise TransientError(f"reading partition {self._name} failed: {exc}") from None
+        except HttpResponseError as exc:
+            if exc.status_code == 403:
+                raise SourceError(
+                    f"access to partition {self._name} was denied ({_error_code(exc) or 403}); give the function "
+                    "app's identity the 'Storage Blob Data Reader' role on the export's storage account"
+                ) from None
+            raise TransientError(f"reading partition {self._name} failed: {exc.message}") from None
