@@ -85,6 +85,7 @@ MALFORMED_ROW = "malformed_row"
 _BAD_EMAILS = {7: "", 11: "   ", 17: "not-an-email", 23: "a@b", 29: "john@@example.com"}
 _DUPLICATE_OFFSETS = {33: 20, 39: 20}  # offset -> copy the email of the row this many rows earlier
 _MASK = (1 << 64) - 1
+_DAYS = [f"{datetime(2019, 1, 1) + timedelta(days=d):%Y-%m-%d}" for d in range(5 * 365)]  # CreatedOn dates
 
 
 @dataclass
@@ -182,7 +183,8 @@ class _RowGenerator:
             last_index = (last_index + 1) % len(LAST_NAMES)
             phone = f"+44 20 {(h >> 32) % 10000:04d} {i % 10000:04d}"
             tier = TIERS[(TIERS.index(tier) + 1) % len(TIERS)]
-        created = datetime(2019, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=(h >> 34) % (5 * 365 * 86400))
+        seconds = (h >> 34) % 86400
+        created = f"{_DAYS[(h >> 17) % len(_DAYS)]}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}Z"
         return [
             self.customer_id(i),
             self.email(i),
@@ -194,7 +196,7 @@ class _RowGenerator:
             address,
             tier,
             f"{(h >> 48) % 2_000_000 / 100:.2f}",
-            created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            created,
             NOTES[(h >> 52) % len(NOTES)],
         ]
 

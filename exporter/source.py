@@ -452,7 +452,7 @@ def _iter_partition(
         offset = buffered.tell() - len(exc.object) + exc.start
         raise SourceError(
             f"partition {source.container}/{partition} is not valid UTF-8: byte 0x{exc.object[exc.start]:02x} at "
-            f"byte offset {offset} (record {record + 1}, line {last_line + 1}); Customer Insights writes UTF-8, so the "
+            f"byte offset {offset}; Customer Insights writes UTF-8, so the "
             "file was changed or damaged: re-run the export in Customer Insights"
         ) from None
     finally:

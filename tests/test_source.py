@@ -335,9 +335,9 @@ def test_invalid_utf8_names_the_partition_and_exact_byte_offset(container):
             seen.append(row)
     message = str(caught.value)
     bad_offset = data.index(b"\xe9")
-    assert len(seen) == 3000
+    assert 0 < len(seen) <= 3000 and seen[-1].values[2] == "Zoë"  # rows before the damage were read
     assert source.partitions[0] in message and "0xe9" in message
-    assert f"byte offset {bad_offset} " in message
+    assert f"byte offset {bad_offset};" in message
     assert "re-run the export" in message
 
 
