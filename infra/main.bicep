@@ -1,5 +1,10 @@
 // Customer Insights → ActiveCampaign exporter on Azure Functions Flex Consumption, deployed with `azd up`.
 // Subscription scope: creates the resource group, then one module per concern under app/.
+//
+// Everything here stays inside that resource group: `azd down` deletes every resource group the main
+// deployment touched. Access to the Customer Insights export storage account (a role assignment and the
+// Event Grid topic, in the customer's own resource group) is therefore deployed separately by the azd hooks
+// in azure.yaml, from app/export-access.bicep.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -32,20 +37,11 @@ param exportsConfigBase64 string = ''
 @description('Six-field CRON schedule of the timer that runs the enabled exports. Empty: every 6 hours.')
 param exportSchedule string = ''
 
-@description('Existing storage account Customer Insights exports to. Empty: no export storage access and no Event Grid.')
+@description('Existing storage account Customer Insights exports to (CI_EXPORT_STORAGE__blobServiceUri). Empty: not configured yet.')
 param exportStorageAccountName string = ''
-
-@description('Resource group of exportStorageAccountName. Empty: the resource group this deployment creates.')
-param exportStorageResourceGroupName string = ''
 
 @description('Container Customer Insights exports into; the on-arrival trigger and its Event Grid filter watch it. Empty: customer-insights.')
 param exportContainerName string = ''
-
-@description('Name of the Event Grid system topic on the export account; an account can have only one, so pass the existing one\'s name if there is one. Empty: a new name.')
-param exportSystemTopicName string = ''
-
-@description('Create the Event Grid subscription that runs export_on_arrival for each new model.json. Needs the code deployed first: azd up, then set this to true and azd provision.')
-param exportEventSubscriptionEnabled bool = false
 
 @description('Upper bound on Flex Consumption instances per function group.')
 @minValue(1)
@@ -67,8 +63,6 @@ var functionAppName = 'func-${resourceToken}'
 var deploymentContainerName = 'app-package-${resourceToken}'
 var hasExportStorage = !empty(exportStorageAccountName)
 var exportContainer = empty(exportContainerName) ? defaultExportContainer : exportContainerName
-var exportResourceGroupName = empty(exportStorageResourceGroupName) ? rg.name : exportStorageResourceGroupName
-var systemTopicName = empty(exportSystemTopicName) ? 'evgt-${exportStorageAccountName}' : exportSystemTopicName
 
 // Used when no config is given: the app starts, validates it, and logs that the export is disabled.
 var exampleExportsConfig = {
@@ -97,11 +91,6 @@ resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
   location: location
   tags: tags
-}
-
-resource exportStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
-  name: exportStorageAccountName
-  scope: resourceGroup(exportResourceGroupName)
 }
 
 module identity 'app/identity.bicep' = {
@@ -166,15 +155,6 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
-module exportStorageRbac 'app/export-storage-rbac.bicep' = if (hasExportStorage) {
-  name: 'export-storage-rbac'
-  scope: resourceGroup(exportResourceGroupName)
-  params: {
-    exportStorageAccountName: exportStorageAccountName
-    appPrincipalId: identity.outputs.principalId
-  }
-}
-
 module functionApp 'app/functionapp.bicep' = {
   name: 'functionapp'
   scope: rg
@@ -198,23 +178,7 @@ module functionApp 'app/functionapp.bicep' = {
   // The host must be able to reach its storage, vault and telemetry when it first starts.
   dependsOn: [
     rbac
-    exportStorageRbac
   ]
-}
-
-module eventGrid 'app/eventgrid.bicep' = if (hasExportStorage) {
-  name: 'eventgrid'
-  scope: resourceGroup(exportResourceGroupName)
-  params: {
-    exportStorageAccountName: exportStorageAccountName
-    location: hasExportStorage ? exportStorage.location : location
-    tags: tags
-    systemTopicName: systemTopicName
-    createSubscription: exportEventSubscriptionEnabled
-    functionAppName: functionApp.outputs.name
-    functionAppResourceGroupName: rg.name
-    containerName: exportContainer
-  }
 }
 
 output AZURE_LOCATION string = location
@@ -226,6 +190,6 @@ output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_ENDPOINT string = keyVault.outputs.uri
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output CI_EXPORT_STORAGE_ACCOUNT_NAME string = exportStorageAccountName
-output CI_EXPORT_STORAGE_RESOURCE_GROUP string = hasExportStorage ? exportResourceGroupName : ''
 output CI_EXPORT_CONTAINER string = exportContainer
-output EXPORT_EVENT_GRID_SYSTEM_TOPIC_NAME string = hasExportStorage ? systemTopicName : ''
+// For the azd hooks that grant the app read access to the export storage account.
+output EXPORTER_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId

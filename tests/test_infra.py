@@ -9,6 +9,7 @@ reference, which errs on the side of finding a flow rather than missing one.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -247,6 +248,7 @@ def test_every_bicep_file_parses(templates: dict[str, Template]) -> None:
         "app/rbac.bicep",
         "app/export-storage-rbac.bicep",
         "app/eventgrid.bicep",
+        "app/export-access.bicep",
         "app/identity.bicep",
     }
     assert expected <= set(templates)
@@ -444,8 +446,10 @@ def test_one_export_container_feeds_the_app_setting_and_the_event_filter(templat
     main = templates[MAIN]
     assert resolve(main, "defaultExportContainer") == DEFAULT_EXPORT_CONTAINER
     assert body(main["modules"]["functionApp"])["params"]["exportContainerName"] == "exportContainer"
-    assert body(main["modules"]["eventGrid"])["params"]["containerName"] == "exportContainer"
     assert app_settings(templates)["CI_EXPORT_CONTAINER"] == "exportContainerName"
+    # The hooks pass main's CI_EXPORT_CONTAINER output on to the Event Grid filter.
+    assert main["outputs"]["CI_EXPORT_CONTAINER"]["value"] == "exportContainer"
+    assert body(templates["app/export-access.bicep"]["modules"]["modelJsonEvents"])["params"]["containerName"] == "containerName"
     (subscription,) = resources(templates["app/eventgrid.bicep"], "Microsoft.EventGrid/systemTopics/eventSubscriptions").values()
     subject = body(subscription)["properties"]["filter"]["subjectBeginsWith"]
     assert subject == "/blobServices/default/containers/${containerName}/"
@@ -519,6 +523,123 @@ def test_azure_yaml_deploys_the_exporter_service(templates: dict[str, Template])
     service = project["services"]["exporter"]
     assert service == {"project": ".", "language": "python", "host": "function"}
     # azd finds the app to deploy to by this tag.
-    site = function_app(templates)
-    assert "'azd-service-name': serviceName" in json.dumps(site["tags"]) or "serviceName" in references(site["tags"])
-    assert resolve(templates[FUNCTION_APP], "serviceName") == "exporter"
+    tag_objects = [value for value in function_app(templates)["tags"]["function"]["parameters"].values() if isinstance(value, dict)]
+    (service_tag,) = [tags["'azd-service-name'"] for tags in tag_objects if "'azd-service-name'" in tags]
+    assert resolve(templates[FUNCTION_APP], service_tag) == "exporter"
+
+
+def test_main_deploys_into_its_own_resource_group_only(templates: dict[str, Template]) -> None:
+    """azd down deletes every resource group the main deployment touched: the customer's export storage
+    resource group must never be one of them."""
+    main = templates[MAIN]
+    assert [declaration["type"] for declaration in main["resources"].values()] == ["Microsoft.Resources/resourceGroups"]
+    for name, module in main["modules"].items():
+        assert body(module)["scope"] == "rg", f"module {name} deploys outside the azd resource group"
+    assert "app/export-access.bicep" not in {module["detail"]["path"] for module in main["modules"].values()}
+
+
+# --- the azd hook that grants access to the export storage account -------------------------------
+
+FAKE_AZ = """#!/bin/sh
+printf '%s\\037' "$@" >> "$AZ_LOG"
+printf '\\n' >> "$AZ_LOG"
+case "$1 $2 $3" in
+  "functionapp keys list") [ "$FAKE_KEYS" = fail ] && exit 1; echo "$FAKE_KEYS" ;;
+esac
+"""
+HOOK_ENV = {
+    "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001",
+    "AZURE_ENV_NAME": "prod",
+    "AZURE_RESOURCE_GROUP": "rg-prod",
+    "AZURE_FUNCTION_APP_NAME": "func-abc",
+    "EXPORTER_IDENTITY_PRINCIPAL_ID": "11111111-1111-1111-1111-111111111111",
+    "CI_EXPORT_CONTAINER": "customer-insights",
+}
+
+
+def hook_script(event: str) -> str:
+    hooks = yaml.safe_load((ROOT / "azure.yaml").read_text(encoding="utf-8"))["hooks"]
+    assert hooks[event]["shell"] == "sh"
+    return hooks[event]["run"]
+
+
+def run_hook(tmp_path: Path, event: str, keys_answer: str, **env: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+    """Run the hook with sh and a stand-in ``az`` on PATH that records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake_az = bin_dir / "az"
+    fake_az.write_text(FAKE_AZ, encoding="utf-8")
+    fake_az.chmod(0o755)
+    log = tmp_path / "az.log"
+    log.write_text("", encoding="utf-8")
+    environment = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "AZ_LOG": str(log),
+        "FAKE_KEYS": keys_answer,
+        **HOOK_ENV,
+        **env,
+    }
+    result = subprocess.run(["sh", "-c", hook_script(event)], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=30)
+    calls = [line.split("\x1f")[:-1] for line in log.read_text(encoding="utf-8").splitlines()]
+    return result, calls
+
+
+def deployment_parameters(call: list[str]) -> dict[str, str]:
+    start = call.index("--parameters") + 1
+    end = next((i for i in range(start, len(call)) if call[i].startswith("--")), len(call))
+    return dict(argument.split("=", 1) for argument in call[start:end])
+
+
+def option(call: list[str], name: str) -> str:
+    return call[call.index(name) + 1]
+
+
+def test_hook_runs_after_provision_and_after_deploy() -> None:
+    assert hook_script("postprovision") == hook_script("postdeploy")
+
+
+def test_hook_does_nothing_without_an_export_storage_account(tmp_path: Path) -> None:
+    result, calls = run_hook(tmp_path, "postprovision", "true")
+    assert result.returncode == 0, result.stderr
+    assert calls == []
+
+
+def test_hook_grants_access_and_waits_for_the_key_before_subscribing(tmp_path: Path, templates: dict[str, Template]) -> None:
+    export = {"CI_EXPORT_STORAGE_ACCOUNT_NAME": "contosoexports", "CI_EXPORT_STORAGE_RESOURCE_GROUP": "rg-ci"}
+    for keys_answer, expected in (("false", "false"), ("fail", "false"), ("true", "true")):
+        result, calls = run_hook(tmp_path, "postdeploy", keys_answer, **export)
+        assert result.returncode == 0, result.stderr
+        deployments = [call for call in calls if call[:3] == ["deployment", "group", "create"]]
+        assert len(deployments) == 1, calls
+        (call,) = deployments
+        assert option(call, "--resource-group") == "rg-ci"
+        assert option(call, "--subscription") == HOOK_ENV["AZURE_SUBSCRIPTION_ID"]
+        template_path = option(call, "--template-file")
+        assert (ROOT / template_path).is_file()
+        parameters = deployment_parameters(call)
+        assert parameters["createSubscription"] == expected, keys_answer
+        assert parameters["exportStorageAccountName"] == "contosoexports"
+        assert parameters["appPrincipalId"] == HOOK_ENV["EXPORTER_IDENTITY_PRINCIPAL_ID"]
+        assert parameters["containerName"] == "customer-insights"
+        # Every parameter passed is declared, and every required one is passed.
+        declared = templates[Path(template_path).relative_to("infra").as_posix()]["parameters"]
+        assert set(parameters) <= set(declared)
+        assert {name for name, p in declared.items() if p["default"] is None} <= set(parameters)
+        # The hook learns whether the key exists without printing or passing the key.
+        keys_calls = [call for call in calls if call[:3] == ["functionapp", "keys", "list"]]
+        assert keys_calls and all("&& 'true' || 'false'" in option(call, "--query") for call in keys_calls)
+
+
+def test_hook_uses_the_app_resource_group_when_none_is_given(tmp_path: Path) -> None:
+    result, calls = run_hook(tmp_path, "postprovision", "false", CI_EXPORT_STORAGE_ACCOUNT_NAME="contosoexports")
+    assert result.returncode == 0, result.stderr
+    (call,) = [call for call in calls if call[:3] == ["deployment", "group", "create"]]
+    assert option(call, "--resource-group") == HOOK_ENV["AZURE_RESOURCE_GROUP"]
+
+
+def test_main_outputs_everything_the_hook_reads(templates: dict[str, Template]) -> None:
+    script = hook_script("postprovision")
+    used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", script))
+    from_azd = {"AZURE_SUBSCRIPTION_ID", "AZURE_ENV_NAME"}  # azd sets these itself
+    user_set = {"CI_EXPORT_STORAGE_ACCOUNT_NAME", "CI_EXPORT_STORAGE_RESOURCE_GROUP", "EXPORT_EVENT_GRID_SYSTEM_TOPIC_NAME"}
+    assert used - from_azd - user_set <= set(templates[MAIN]["outputs"])

@@ -1,11 +1,10 @@
 // Event Grid system topic on the Customer Insights export storage account, and the subscription that
 // delivers BlobCreated events for model.json to the export_on_arrival blob trigger (source EventGrid).
-// Deployed into the export account's resource group.
+// Deployed into the export account's resource group, from export-access.bicep.
 //
 // The subscription's endpoint is the blobs extension webhook of the function app, authorized with the
 // blobs_extension system key. That key exists only after the code with the Event Grid blob trigger has
-// been deployed and the host has started, so the subscription is created on a second provision
-// (createSubscription=true); see docs/deploy.md.
+// been deployed and the host has started, so the azd hooks ask for the subscription only from then on.
 
 @description('Existing storage account that receives the Customer Insights exports.')
 param exportStorageAccountName string
