@@ -140,7 +140,10 @@ class _RowGenerator:
         self.id_offset = id_offset
         self._seed_mix = (seed * 0xBF58476D1CE4E5B9) & _MASK
         # GUID-shaped and unique per row: the row number is the last group.
-        self._id_prefix = f"{(seed * 2654435761) & 0xFFFFFFFF:08x}-{seed >> 24 & 0xFFFF:04x}-4{seed >> 12 & 0xFFF:03x}-8{seed & 0xFFF:03x}-"
+        self._id_prefix = (
+            f"{(seed * 2654435761) & 0xFFFFFFFF:08x}-{seed >> 24 & 0xFFFF:04x}-4{seed >> 12 & 0xFFF:03x}-"
+            f"8{seed & 0xFFF:03x}-"
+        )
 
     def mix(self, i: int, salt: int = 0) -> int:
         h = ((i + 1 + salt * 0x632BE59BD9B4E5) * 0x9E3779B97F4A7C15 + self._seed_mix) & _MASK
@@ -432,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connection-string", default=os.environ.get("CI_EXPORT_STORAGE"),
                         help="storage connection string (default: $CI_EXPORT_STORAGE)")
     parser.add_argument("--container", required=True)
-    parser.add_argument("--path", default=None, help="folder for model.json (default CustomerInsights_<guid>/vip-customers)")
+    parser.add_argument("--path", default=None,
+                        help="folder for model.json (default CustomerInsights_<guid>/vip-customers)")
     parser.add_argument("--entity", default="VipCustomers")
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--partitions", type=int, default=3)

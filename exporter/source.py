@@ -70,18 +70,17 @@ def open_source(container_client: ContainerClient, path: str, entity: str | None
     """Read model.json at ``path`` and describe the current export of ``entity`` (the only one when None)."""
     path = _normalise_path(path)
     model, model_modified = _read_model(container_client, path)
-    entities = _local_entities(model, _where(container_client, path))
-    chosen = _choose_entity(entities, entity, _where(container_client, path))
-    columns = _columns(chosen, _where(container_client, path))
+    where = _where(container_client, path)
+    chosen = _choose_entity(_local_entities(model, where), entity, where)
+    columns = _columns(chosen, where)
     listed = [p for p in chosen.get("partitions") or [] if isinstance(p, dict)]
+    has_header, delimiter = _csv_settings(chosen, listed, where)
     if listed:
         partitions = [_partition_blob(container_client, p, path) for p in listed]
         _check_partitions_exist(container_client, partitions)
-        has_header, delimiter = _csv_settings(chosen, listed, _where(container_client, path))
         refreshed = _newest(p.get("refreshTime") for p in listed)
     else:
         partitions, folder = _newest_timestamp_partitions(container_client, path, chosen["name"])
-        has_header, delimiter = _csv_settings(chosen, [], _where(container_client, path))
         refreshed = None
         log.warning(
             "model.json lists no partitions for %s; reading the newest folder %s (%d CSV files)",

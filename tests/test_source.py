@@ -227,7 +227,8 @@ def test_encoded_dfs_and_blob_urls_read_the_right_blobs(container):
 
 
 def test_partition_outside_the_configured_container_is_a_clear_error(container):
-    write_model(container, "CI_6/x", entity("E", ["CustomerId"], ["https://acct.dfs.core.windows.net/elsewhere/E_1.csv"]))
+    outside = "https://acct.dfs.core.windows.net/elsewhere/E_1.csv"
+    write_model(container, "CI_6/x", entity("E", ["CustomerId"], [outside]))
     message = source_error(container, "CI_6/x")
     assert "outside container" in message and "'elsewhere'" in message and "source.container" in message
 
