@@ -1,0 +1,121 @@
+"""Rate-limit windows and fault injection for the emulator."""
+from __future__ import annotations
+
+import random
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+FAULT_KINDS = ("429", "503", "500", "drop", "ratelimit400")
+
+
+class SlidingWindow:
+    """At most ``limit`` admissions in any ``seconds``-long window. Callers hold the account lock."""
+
+    def __init__(self, limit: int, seconds: float) -> None:
+        self.limit = limit
+        self.seconds = seconds
+        self._times: deque[float] = deque()
+
+    def admit(self, now: float) -> float | None:
+        """Record an admission and return None, or return how long until one would be admitted."""
+        times = self._times
+        horizon = now - self.seconds
+        while times and times[0] <= horizon:
+            times.popleft()
+        if len(times) >= self.limit:
+            return times[0] - horizon
+        times.append(now)
+        return None
+
+    def clear(self) -> None:
+        self._times.clear()
+
+
+@dataclass
+class _Rates:
+    rate_429: float = 0.0
+    rate_503: float = 0.0
+    rate_500: float = 0.0
+    rate_drop: float = 0.0
+    paths: tuple[str, ...] | None = None  # None: every /api/3 route
+
+    def pick(self, draw: float) -> str | None:
+        for kind, rate in (("429", self.rate_429), ("503", self.rate_503), ("500", self.rate_500),
+                           ("drop", self.rate_drop)):
+            if draw < rate:
+                return kind
+            draw -= rate
+        return None
+
+
+@dataclass
+class _Scripted:
+    kind: str
+    path: str | None
+
+
+@dataclass
+class Faults:
+    """Answers chosen API requests with a fault instead of processing them (no side effects).
+
+    ``set`` makes faults random (seeded); ``script`` queues faults for the next matching requests, in order,
+    and takes precedence. Paths match when the given text occurs in the request path (``"bulk_import"``).
+    """
+
+    seed: int = 0
+    _rates: _Rates = field(default_factory=_Rates)
+    _script: list[_Scripted] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def set(self, rate_429: float = 0.0, rate_503: float = 0.0, rate_500: float = 0.0, rate_drop: float = 0.0,
+            paths: Iterable[str] | None = None) -> None:
+        rates = _Rates(rate_429, rate_503, rate_500, rate_drop, None if paths is None else _paths(paths))
+        if min(rate_429, rate_503, rate_500, rate_drop) < 0 or rate_429 + rate_503 + rate_500 + rate_drop > 1:
+            raise ValueError("fault rates must be >= 0 and add up to at most 1")
+        with self._lock:
+            self._rates = rates
+
+    def script(self, kinds: Iterable[str], path: str | None = None) -> None:
+        kinds = [str(kind) for kind in kinds]
+        unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
+        if unknown:
+            raise ValueError(f"unknown fault kinds {unknown}; use {list(FAULT_KINDS)}")
+        with self._lock:
+            self._script.extend(_Scripted(kind, path) for kind in kinds)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rates = _Rates()
+            self._script.clear()
+
+    def draw(self, path: str) -> str | None:
+        """The fault for this request, or None to process it normally."""
+        with self._lock:
+            for i, scripted in enumerate(self._script):
+                if scripted.path is None or scripted.path in path:
+                    del self._script[i]
+                    return scripted.kind
+            rates = self._rates
+            if rates.paths is not None and not any(p in path for p in rates.paths):
+                return None
+            if not (rates.rate_429 or rates.rate_503 or rates.rate_500 or rates.rate_drop):
+                return None
+            return rates.pick(self._random.random())
+
+    def describe(self) -> dict[str, Any]:
+        with self._lock:
+            rates = self._rates
+            return {"rate_429": rates.rate_429, "rate_503": rates.rate_503, "rate_500": rates.rate_500,
+                    "rate_drop": rates.rate_drop, "paths": None if rates.paths is None else list(rates.paths),
+                    "script": [{"kind": s.kind, "path": s.path} for s in self._script]}
+
+
+def _paths(paths: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(paths, str):
+        return (paths,)
+    return tuple(paths)
