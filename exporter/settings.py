@@ -38,6 +38,7 @@ AZURE_APP_SETTINGS = frozenset(
         "KEY_VAULT_URL",
         "CI_EXPORT_CONTAINER",
         "CI_EXPORT_STORAGE__blobServiceUri",
+        "CI_EXPORT_STORAGE__queueServiceUri",  # read by the host: the blob trigger's poison queue
         "CI_EXPORT_STORAGE__credential",
         "CI_EXPORT_STORAGE__clientId",
         "AzureWebJobsStorage__blobServiceUri",
@@ -46,6 +47,7 @@ AZURE_APP_SETTINGS = frozenset(
         "AzureWebJobsStorage__clientId",
         "AZURE_CLIENT_ID",
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",  # Entra ID auth for telemetry (local auth disabled)
     }
 )
 # Local development uses connection strings instead (Azurite); see local.settings.sample.json.

@@ -136,6 +136,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: exportStorageBlobServiceUri
         }
         {
+          // The blob trigger keeps its poison queue here; the app's own queue endpoint (identity has Queue Data Contributor).
+          name: 'CI_EXPORT_STORAGE__queueServiceUri'
+          value: storage.properties.primaryEndpoints.queue
+        }
+        {
           name: 'CI_EXPORT_CONTAINER'
           value: exportContainerName
         }
@@ -166,6 +171,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
           value: applicationInsights.properties.ConnectionString
+        }
+        {
+          // Entra ID auth for telemetry, so Application Insights can keep local (key) auth disabled.
+          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+          value: 'ClientId=${identityClientId};Authorization=AAD'
         }
       ]
     }

@@ -17,8 +17,8 @@ param tags object
 @maxValue(730)
 param retentionInDays int = 30
 
-@description('Reject telemetry that is not authenticated with Entra ID. Needs the app setting APPLICATIONINSIGHTS_AUTHENTICATION_STRING on the function app, which the exporter settings contract does not include yet, so it is off by default.')
-param disableLocalAuth bool = false
+@description('Reject telemetry that is not authenticated with Entra ID; the function app sends APPLICATIONINSIGHTS_AUTHENTICATION_STRING with its managed identity.')
+param disableLocalAuth bool = true
 
 resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: logAnalyticsName
