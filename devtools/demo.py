@@ -80,8 +80,8 @@ def main() -> int:
         if exporter_cli(["validate", "--config", str(config_path)], env) != 0:
             return 1
 
-        banner("First run: every valid contact, with faults injected (5% 429/503, some dropped connections)")
-        emulator.faults.set(rate_429=0.03, rate_503=0.02, rate_drop=0.01, paths=("bulk_import",))
+        banner("First run: every valid contact, with faults injected (15% of bulk imports: 429, 503, dropped)")
+        emulator.faults.set(rate_429=0.05, rate_503=0.05, rate_drop=0.05, paths=("bulk_import",))
         if exporter_cli(["run", "--config", str(config_path)], env) != 0:
             return 1
         emulator.faults.set()

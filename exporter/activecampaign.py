@@ -23,8 +23,12 @@ log = logging.getLogger(__name__)
 
 MAX_CONTACTS_PER_REQUEST = 250
 MAX_REQUEST_BYTES = 400_000
-# Leave headroom under AC's sliding windows: network jitter must not push a request into the previous window.
-PACING_MARGIN = 0.97
+# Headroom under AC's sliding windows, so thread and network jitter never push a request over a limit. The bulk
+# limit sets the run's pace, so its margin is thin; the general limit has spare room, so it gets a wide one.
+BULK_PACING_MARGIN = 0.97
+GENERAL_PACING_MARGIN = 0.85
+# import/info polls may use this share of what bulk imports leave of the general limit; bulk imports come first.
+POLL_SHARE = 0.8
 RATE_LIMIT_MESSAGE = "rate limit exceeded"
 
 
@@ -101,8 +105,11 @@ class ActiveCampaignClient:
             transport=transport,
             limits=httpx.Limits(max_connections=128, max_keepalive_connections=128),
         )
-        self._general = Pacer(limits.requests_per_second * PACING_MARGIN)
-        self._bulk = Pacer(limits.bulk_imports_per_minute / 60.0 * PACING_MARGIN)
+        general = limits.requests_per_second * GENERAL_PACING_MARGIN
+        bulk = limits.bulk_imports_per_minute / 60.0 * BULK_PACING_MARGIN
+        self._general = Pacer(general)
+        self._bulk = Pacer(bulk)
+        self._polls = Pacer(max(general - bulk, general * 0.2) * POLL_SHARE)
         # Backoff scales with the configured limits so a time-scaled emulator gets time-scaled retries.
         self._base_delay = min(1.0, 2.0 / limits.requests_per_second)
         self._max_delay = 150.0 / limits.requests_per_second
@@ -149,7 +156,7 @@ class ActiveCampaignClient:
         return str(batch_id)
 
     def import_info(self, batch_id: str) -> ImportStatus:
-        response = self._request("GET", "/import/info", params={"batchId": batch_id})
+        response = self._request("GET", "/import/info", params={"batchId": batch_id}, extra_pacer=self._polls)
         if response.status_code == 404:
             return ImportStatus("unknown")
         self._raise_for_status(response, "GET /import/info")

@@ -93,8 +93,9 @@ class PollTiming:
 
     @classmethod
     def for_rate(cls, requests_per_second: float) -> "PollTiming":
-        # AC may answer "false" when polled within ~1 s; scale with the account's pace (tests use scaled limits).
-        return cls(first=5.0 / requests_per_second, cap=50.0 / requests_per_second,
+        # AC may answer "false" when polled within ~1 s, so the first poll waits ~2 s; all of it scales with the
+        # account's pace (tests and benchmarks use time-scaled limits).
+        return cls(first=10.0 / requests_per_second, cap=50.0 / requests_per_second,
                    timeout=max(10.0, 3000.0 / requests_per_second))
 
 
