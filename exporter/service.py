@@ -265,7 +265,7 @@ def active_run(ctx: Context, export: str, marker: Marker) -> RunReport | None:
             return RunReport(run_id=run_id, export=export, trigger=marker.data.get("trigger", ""), status="queued")
         return None
     if report.status == "queued":
-        return report if _younger_than(marker.data.get("queuedAt") or report.started_at, QUEUED_STALE_AFTER) else None
+        return report if _younger_than(report.started_at, QUEUED_STALE_AFTER) else None
     if report.status == "running":
         if _lock_held(ctx.state, export) or _younger_than(report.started_at, RUNNING_GRACE):
             return report

@@ -23,6 +23,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 from devtools.azurite import free_port
 from devtools.sample_export import write_sample_export
 from exporter import service
+from exporter.errors import ConfigError
 from exporter.report import ReportStore, RunReport, new_run_id
 from exporter.settings import LOCAL_APP_SETTINGS, RUN_QUEUE
 from exporter.state import StateStore
@@ -37,12 +38,20 @@ OTHER_HOST = "youraccount.api-us1.com"  # never contacted: runs that reach Activ
 # --- the trigger index ------------------------------------------------------------------------------------------
 
 
+_index_lock = threading.Lock()
+
+
 @lru_cache(maxsize=1)
-def indexed_functions() -> dict[str, Any]:
-    """``app.get_functions()`` builds the functions once per process, as the host's worker does."""
+def _index() -> dict[str, Any]:
     from function_app import app
 
     return {f.get_function_name(): f for f in app.get_functions()}
+
+
+def indexed_functions() -> dict[str, Any]:
+    """``app.get_functions()`` may run once per process, as in the host's worker (tests call from threads)."""
+    with _index_lock:
+        return _index()
 
 
 def handler(name: str):
@@ -128,11 +137,23 @@ def test_funcignore_keeps_development_files_out_of_the_package():
 # --- fixtures ---------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def emulator():
+def start_emulator(**options: Any):
     from emulator import Emulator
 
-    server = Emulator(api_key=API_KEY, lists={LIST_ID: "VIP newsletter"}, time_scale=TIME_SCALE).start()
+    return Emulator(api_key=API_KEY, lists={LIST_ID: "VIP newsletter"}, time_scale=TIME_SCALE, **options).start()
+
+
+@pytest.fixture
+def emulator():
+    server = start_emulator()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def slow_import_emulator():
+    """Imports take ~1.5 s to complete, so a run holds its export's lock at least that long."""
+    server = start_emulator(import_delay=90)
     yield server
     server.stop()
 
@@ -311,6 +332,15 @@ def test_bad_settings_fail_the_request_with_a_message_naming_the_setting(monkeyp
     answer = start("x")
     assert answer.status_code == 500 and "EXPORTS_CONFIG is invalid" in body_of(answer)["error"]
 
+    with pytest.raises(ConfigError, match="EXPORTS_CONFIG is invalid"):  # the timer invocation fails, visibly
+        handler("scheduled_exports")(TimerRequest(past_due=False))
+
+    run_id = new_run_id()
+    handler("run_queued_export")(queue_message(run_id, "x"))  # returns: no retry fixes a bad config
+    failed = ReportStore(BlobServiceClient.from_connection_string(app_env["AzureWebJobsStorage"])).load("x", run_id)
+    assert (failed.status, failed.error_kind) == ("failed", "config")
+    assert "EXPORTS_CONFIG is invalid" in failed.errors[-1]
+
     monkeypatch.delenv("AzureWebJobsStorage")
     answer = handler("list_exports")(http("GET", "exports"))
     assert answer.status_code == 500 and "AzureWebJobsStorage" in body_of(answer)["error"]
@@ -440,9 +470,10 @@ def queue_message(run_id: str, export: str, trigger: str = "http", dequeue_count
                              dequeue_count=dequeue_count)
 
 
-def test_two_queue_runs_of_one_export_at_once_make_one_run(monkeypatch, emulator, container, run_queue, reports,
-                                                            unique_name):
-    sample = small_export(container, rows=2500)
+def test_two_queue_runs_of_one_export_at_once_make_one_run(monkeypatch, slow_import_emulator, container, run_queue,
+                                                            reports, unique_name):
+    emulator = slow_import_emulator
+    sample = small_export(container, rows=600)
     configure(monkeypatch, export_dict(unique_name, emulator.hostname, container.container_name, sample.path))
     run_ids = [new_run_id(), new_run_id()]
     barrier = threading.Barrier(2)
