@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -56,7 +56,7 @@ RETRY_AFTER_SECONDS = 30
 # A queued run that meets a running one is skipped at once. (The CLI waits out a crashed run's lease instead;
 # a queue retry comes minutes later, when that lease has long expired.)
 QUEUE_LOCK_WAIT_SECONDS = 0.0
-_RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+_RUN_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,79}$")  # new_run_id()'s shape, loosely: no "/" or ".."
 _EXPORT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _ACTIVE = ("queued", "running")
 _OPTION_KEYS = {"fullRefresh": "full_refresh", "forceRemoval": "force_removal"}
@@ -206,7 +206,8 @@ class RunMarkers:
     def read(self, export: str) -> Marker:
         try:
             download = self._blob(export).download_blob()
-            return Marker(json.loads(download.readall()), download.properties.etag)
+            data = json.loads(download.readall())
+            return Marker(data if isinstance(data, dict) else {}, download.properties.etag)
         except ResourceNotFoundError:
             return Marker({}, None)
         except ValueError:  # unreadable: replace it (with its ETag, so a concurrent writer still wins)
