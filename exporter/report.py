@@ -28,7 +28,8 @@ MAX_BATCH_IDS_IN_REPORT = 10_000
 
 def new_run_id(now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    # Milliseconds keep runs started in the same second in order; the suffix keeps ids unique.
+    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 def utc_now() -> str:

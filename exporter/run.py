@@ -396,4 +396,4 @@ def _entries(contacts: list[Contact]) -> Entries:
 def in_flight_for(export: ExportConfig) -> int:
     """Bulk requests in flight: enough to keep the pace when AC takes ~2 s per request."""
     per_second = export.destination.rate_limits.bulk_imports_per_minute / 60.0
-    return max(2, min(64, math.ceil(per_second * 2)))
+    return max(2, min(16, math.ceil(per_second * 2)))
