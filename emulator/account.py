@@ -19,7 +19,8 @@ import orjson
 
 from .bulk import MAX_BODY_BYTES, MAX_CONTACTS, BulkRequest, parse_bulk_request
 from .limits import Faults, SlidingWindow
-from .store import SUBSCRIBED, UNSUBSCRIBED, Contact, ImportBatch, Store, is_valid_email, normalise_email
+from .emails import is_valid_email, normalise_email
+from .store import SUBSCRIBED, UNSUBSCRIBED, Contact, ImportBatch, Store
 
 API_PREFIX = "/api/3"
 BULK_IMPORT_PATH = API_PREFIX + "/import/bulk_import"
@@ -237,7 +238,7 @@ class Account:
             return _bulk_refusal(f"List {', '.join(map(str, missing))} does not exist; cannot subscribe or "
                                  "unsubscribe contacts to it.")
         batch = ImportBatch(self._new_batch_id(), now, now + self.config.scaled(self.config.import_delay),
-                            bulk.contacts)
+                            bulk.items, bulk.emails)
         self.store.queue_import(batch)
         self.store.apply_due(now, self.fail_emails)  # an import_delay of 0 applies at once
         entry["batchId"] = batch.id

@@ -16,7 +16,8 @@ import orjson
 
 from .account import API_PREFIX, BULK_IMPORT_PATH, DROP, Account, Config, Reply, json_reply
 from .limits import Faults
-from .store import SUBSCRIBED, UNSUBSCRIBED, is_valid_email, normalise_email
+from .emails import is_valid_email, normalise_email
+from .store import SUBSCRIBED, UNSUBSCRIBED
 
 CONTROL_PREFIX = "/__emulator"
 MAX_REQUEST_BYTES = 8_000_000  # far above AC's limit, so oversize requests still get AC's own 400

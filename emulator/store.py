@@ -6,58 +6,38 @@ of them fit in a few hundred megabytes.
 """
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Iterable, Iterator
+
+from .bulk import InvalidContact, field_pairs, list_id_of, tag_names, text_of
+from .emails import is_valid_email, normalise_email
 
 SUBSCRIBED = 1
 UNSUBSCRIBED = 2
+_TAG_SET_CACHE_SIZE = 10_000
+# Names and field values repeat a lot (first names, cities, tiers): keep one copy of each, up to this many.
+_SHARED_STRINGS = 300_000
 
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_EMAIL = re.compile(
-    rf"{_ATEXT}(?:\.{_ATEXT})*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?\.)+[A-Za-z]{{2,63}}"
-)
-
-
-def is_valid_email(email: str) -> bool:
-    """AC-like syntax check: local@domain.tld in ASCII, no spaces, no empty dot-separated parts."""
-    return len(email) <= 254 and _EMAIL.fullmatch(email) is not None and email.index("@") <= 64
-
-
-def normalise_email(email: str) -> str:
-    # Reuse the same string object when it is already lower-case: the log and the store then share it.
-    return email if email.islower() else email.lower()
+__all__ = ["Contact", "ImportBatch", "Store", "SUBSCRIBED", "UNSUBSCRIBED", "is_valid_email", "normalise_email"]
 
 
 class Contact:
     __slots__ = ("id", "email", "first_name", "last_name", "phone", "fields", "tags")
 
-    def __init__(self, contact_id: int, email: str) -> None:
+    def __init__(self, contact_id: int, email: str, first_name: str = "", last_name: str = "", phone: str = "",
+                 fields: tuple = (), tags: tuple[int, ...] = ()) -> None:
         self.id = contact_id
         self.email = email
-        self.first_name = ""
-        self.last_name = ""
-        self.phone = ""
-        self.fields: tuple = ()  # flat (field_id, value, field_id, value, ...)
-        self.tags: tuple[int, ...] = ()
+        self.first_name = first_name
+        self.last_name = last_name
+        self.phone = phone
+        self.fields = fields  # flat (field_id, value, field_id, value, ...)
+        self.tags = tags
 
     def field_values(self) -> dict[int, str]:
         values = self.fields
         return {values[i]: values[i + 1] for i in range(0, len(values), 2)}
-
-
-class ImportContact(NamedTuple):
-    """One contact of an accepted bulk import, parsed and waiting to be applied."""
-
-    email: str
-    first_name: str | None
-    last_name: str | None
-    phone: str | None
-    fields: tuple[tuple[int, str], ...]
-    tags: tuple[str, ...]
-    subscribe: tuple[int, ...]
-    unsubscribe: tuple[int, ...]
 
 
 @dataclass
@@ -65,7 +45,8 @@ class ImportBatch:
     id: str
     accepted_at: float
     due_at: float
-    contacts: list[ImportContact] | None  # released once applied
+    items: list[Any] | None  # the contacts as sent; released once applied
+    emails: list[str] | None  # their lower-cased emails
     applied: bool = False
     success: list[int] = field(default_factory=list)
     failure: list[str] = field(default_factory=list)
@@ -78,6 +59,8 @@ class Store:
         self._by_email: dict[str, Contact] = {}
         self._tag_ids: dict[str, int] = {}  # lower-cased name -> id
         self._tag_names: list[str] = [""]  # index is the tag id
+        self._tag_sets: dict[tuple[str, ...], tuple[int, ...]] = {}  # shared tuples: most contacts have the same tags
+        self._strings: dict[str, str] = {}
         self._statuses: dict[int, dict[int, int]] = {}  # list id -> {contact id: status}
         self._status_counts: dict[int, list[int]] = {}  # list id -> [unused, subscribed, unsubscribed]
         self._list_versions: dict[int, int] = {}
@@ -246,17 +229,85 @@ class Store:
         return applied
 
     def _apply(self, batch: ImportBatch, fail_emails: frozenset[str]) -> None:
-        for item in batch.contacts or ():
-            if item.email in fail_emails:
-                batch.failure.append(item.email)
+        for item, email in zip(batch.items or (), batch.emails or ()):
+            if email in fail_emails:
+                batch.failure.append(email)
                 continue
-            contact, _ = self.upsert(item.email, item.first_name, item.last_name, item.phone, item.fields, item.tags)
-            for list_id in item.subscribe:
-                # Bulk import never re-subscribes someone who unsubscribed; only contactLists does.
-                if self.status(contact.id, list_id) != UNSUBSCRIBED:
-                    self.set_status(contact.id, list_id, SUBSCRIBED)
-            for list_id in item.unsubscribe:
-                self.set_status(contact.id, list_id, UNSUBSCRIBED)
+            try:
+                contact = self._apply_contact(item, email)
+            except InvalidContact:
+                batch.failure.append(email)
+                continue
             batch.success.append(contact.id)
-        batch.contacts = None
+        batch.items = batch.emails = None
         batch.applied = True
+
+    def _apply_contact(self, item: dict[str, Any], email: str) -> Contact:
+        """Upsert one bulk-imported contact; reads everything first so a bad value changes nothing."""
+        get = item.get
+        first, last, phone = get("first_name"), get("last_name"), get("phone")
+        if first is not None and type(first) is not str:
+            first = text_of(first, "first_name")
+        if last is not None and type(last) is not str:
+            last = text_of(last, "last_name")
+        if phone is not None and type(phone) is not str:
+            phone = text_of(phone, "phone")
+        fields, tags = get("fields"), get("tags")
+        pairs = field_pairs(fields) if fields else ()
+        tag_ids = self._tag_set(tags) if tags else ()
+        subscribe, unsubscribe = get("subscribe"), get("unsubscribe")
+        subscribe = [list_id_of(entry["listid"]) for entry in subscribe] if subscribe else ()
+        unsubscribe = [list_id_of(entry["listid"]) for entry in unsubscribe] if unsubscribe else ()
+
+        shared = self._shared
+        contact = self._by_email.get(email)
+        if contact is None:
+            contact = Contact(len(self._contacts), email, shared(first) if first else "",
+                              shared(last) if last else "", phone or "",
+                              tuple([x for field_id, value in pairs for x in (field_id, shared(value))]), tag_ids)
+            self._contacts.append(contact)
+            self._by_email[email] = contact
+        else:
+            if first:
+                contact.first_name = shared(first)
+            if last:
+                contact.last_name = shared(last)
+            if phone:
+                contact.phone = phone
+            if pairs:
+                self._set_fields(contact, [(field_id, shared(value)) for field_id, value in pairs])
+            if tag_ids:
+                contact.tags = _merged(contact.tags, tag_ids) if contact.tags else tag_ids
+        for list_id in subscribe:
+            # Only contacts new to the list are subscribed: bulk import never re-subscribes someone who
+            # unsubscribed (only contactLists does), and a subscribed contact stays as it is.
+            if self._statuses[list_id].get(contact.id) is None:
+                self.set_status(contact.id, list_id, SUBSCRIBED)
+        for list_id in unsubscribe:
+            self.set_status(contact.id, list_id, UNSUBSCRIBED)
+        return contact
+
+    def _shared(self, text: str) -> str:
+        strings = self._strings
+        found = strings.get(text)
+        if found is not None:
+            return found
+        if len(strings) < _SHARED_STRINGS:
+            strings[text] = text
+        return text
+
+    def _tag_set(self, tags: Any) -> tuple[int, ...]:
+        key = tuple(tags) if isinstance(tags, list) else tags
+        try:
+            cached = self._tag_sets.get(key)
+        except TypeError as exc:  # an unhashable tag
+            raise InvalidContact("invalid tags") from exc
+        if cached is None:
+            cached = tuple(dict.fromkeys(self.tag_id(name) for name in tag_names(tags)))
+            if len(self._tag_sets) < _TAG_SET_CACHE_SIZE:
+                self._tag_sets[key] = cached
+        return cached
+
+
+def _merged(current: tuple[int, ...], more: tuple[int, ...]) -> tuple[int, ...]:
+    return current + tuple(t for t in more if t not in current)
