@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -162,7 +161,8 @@ class ExportRun:
             self.state = SyncState(self.state.merged())
             store.drop_journal(self.export.name)
         self.journal = store.journal(self.export.name)
-        sink = BulkSink(client, self, in_flight=in_flight_for(self.export), poll=self._poll_timing())
+        sink = BulkSink(client, self, bulk_rate=self.export.destination.rate_limits.bulk_imports_per_minute / 60.0,
+                        poll=self._poll_timing())
         try:
             seen = self._send_changes(container, source, mapper, sink)
             if self.export.remove_missing:
@@ -321,8 +321,7 @@ class ExportRun:
     # --- sink callbacks (called from sender and poller threads) ---------------------------------------------
 
     def submitted(self, batch: Batch) -> None:
-        # Durable before anything else: a crash now must not lose track of a batch AC has accepted.
-        self.journal.append_now(encode_submitted(batch.batch_id or "", _entries(batch.contacts)))
+        self.journal.append_submitted(encode_submitted(batch.batch_id or "", _entries(batch.contacts)))
 
     def confirmed(self, batch: Batch, failed_emails: set[str]) -> None:
         ok = [c for c in batch.contacts if c.email not in failed_emails]
@@ -391,9 +390,3 @@ def _encode(contact: Contact) -> bytes:
 def _entries(contacts: list[Contact]) -> Entries:
     return Entries.of((c.key for c in contacts), (c.fingerprint if c.list_status == SUBSCRIBE else 0 for c in contacts),
                       (c.list_status for c in contacts), [c.email for c in contacts])
-
-
-def in_flight_for(export: ExportConfig) -> int:
-    """Bulk requests in flight: enough to keep the pace when AC takes ~2 s per request."""
-    per_second = export.destination.rate_limits.bulk_imports_per_minute / 60.0
-    return max(2, min(16, math.ceil(per_second * 2)))

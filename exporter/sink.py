@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 
 # Stay clearly under AC's 400,000-byte request limit.
 MAX_BATCH_BYTES = MAX_REQUEST_BYTES - 10_000
-IMPORT_RESUBMITS = 2
 
 
 @dataclass(slots=True)
@@ -33,7 +33,6 @@ class Batch:
     contacts: list[Contact]
     batch_id: str | None = None
     submitted_at: float = 0.0
-    resubmits: int = 0
 
     @property
     def emails(self) -> list[str]:
@@ -44,7 +43,7 @@ class Batch:
         return [c.encoded for c in self.contacts]
 
     def subset(self, indexes: list[int]) -> "Batch":
-        return Batch([self.contacts[i] for i in indexes], resubmits=self.resubmits)
+        return Batch([self.contacts[i] for i in indexes])
 
 
 class Batcher:
@@ -93,9 +92,9 @@ class PollTiming:
 
     @classmethod
     def for_rate(cls, requests_per_second: float) -> "PollTiming":
-        # AC may answer "false" when polled within ~1 s, so the first poll waits ~2 s; all of it scales with the
-        # account's pace (tests and benchmarks use time-scaled limits).
-        return cls(first=10.0 / requests_per_second, cap=50.0 / requests_per_second,
+        # AC may answer "false" when polled within ~1 s, so the first poll waits ~2 s; it all scales with the
+        # account's pace (tests and benchmarks use time-scaled limits), with floors so polls never spin.
+        return cls(first=max(10.0 / requests_per_second, 0.02), cap=max(50.0 / requests_per_second, 0.25),
                    timeout=max(10.0, 3000.0 / requests_per_second))
 
 
@@ -107,22 +106,50 @@ class SinkCounters:
     batch_ids: list[str] = field(default_factory=list)
 
 
-class BulkSink:
-    """Submits batches concurrently and confirms them; ``close()`` waits until every batch has an outcome."""
+class InFlightWindow:
+    """How many bulk requests may be in flight: enough to keep ``rate`` going at the measured latency
+    (Little's law), and no more, since extra requests only queue up in the server and cost CPU here."""
 
-    def __init__(self, client: ActiveCampaignClient, listener: SinkListener, *, in_flight: int,
-                 poll: PollTiming) -> None:
+    # Rates above this are treated as this: it already covers a ×60 time-scaled ActiveCampaign, and an
+    # "unlimited" rate would otherwise open the window wide, where threads only contend for the CPU.
+    MAX_RATE = 100.0
+
+    def __init__(self, rate_per_second: float, maximum: int, initial_latency: float = 0.5) -> None:
+        self._rate = min(rate_per_second, self.MAX_RATE)
+        self._maximum = maximum
+        self._latency = initial_latency
+        self.limit = self._compute()
+
+    def observe(self, seconds: float) -> None:
+        self._latency = 0.8 * self._latency + 0.2 * seconds
+        self.limit = self._compute()
+
+    def _compute(self) -> int:
+        return max(2, min(self._maximum, math.ceil(self._rate * self._latency * 1.5) + 1))
+
+
+class BulkSink:
+    """Submits batches concurrently and confirms them; ``close()`` waits until every batch has an outcome.
+
+    Two bounds keep memory flat however large the export: requests in flight (the window) and batches
+    accepted but not yet confirmed (``max_unconfirmed``); ``send`` blocks while either is reached.
+    """
+
+    def __init__(self, client: ActiveCampaignClient, listener: SinkListener, *, bulk_rate: float, poll: PollTiming,
+                 max_in_flight: int = 48, max_unconfirmed: int = 512) -> None:
         self._client = client
         self._listener = listener
-        self._senders = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="ac-send")
-        self._pollers = ThreadPoolExecutor(max_workers=max(2, in_flight // 2), thread_name_prefix="ac-poll")
-        self._slots = threading.BoundedSemaphore(in_flight * 2)
+        self._window = InFlightWindow(bulk_rate, max_in_flight)
+        self._senders = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="ac-send")
+        self._pollers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ac-poll")
+        self._max_unconfirmed = max_unconfirmed
         self._poll = poll
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._due: list[tuple[float, int, Batch, float]] = []
         self._seq = itertools.count()
-        self._outstanding = 0  # batches submitted or being polled, not yet settled
-        self._settled = threading.Condition(self._lock)
+        self._sending = 0  # requests in flight
+        self._outstanding = 0  # batches handed to the sink and not settled yet
         self._stop = threading.Event()
         self.failure: BaseException | None = None
         self.counters = SinkCounters()
@@ -133,44 +160,51 @@ class BulkSink:
 
     def send(self, batch: Batch) -> None:
         """Queue a batch; blocks while the pipeline is full. Raises if the sink has failed."""
-        if self.failure is not None:
-            raise self.failure
-        self._slots.acquire()
-        with self._lock:
+        with self._changed:
+            while self.failure is None and (self._sending >= self._window.limit
+                                            or self._outstanding >= self._max_unconfirmed):
+                self._changed.wait(timeout=0.5)
+            if self.failure is not None:
+                raise self.failure
+            self._sending += 1
             self._outstanding += 1
         self._senders.submit(self._submit_and_release, batch)
 
     def close(self) -> None:
         """Wait for every batch to be confirmed, rejected or given up on; then stop the threads."""
         try:
-            with self._settled:
+            with self._changed:
                 while self._outstanding and self.failure is None:
-                    self._settled.wait(timeout=0.5)
+                    self._changed.wait(timeout=0.5)
         finally:
-            self._stop.set()
-            self._senders.shutdown(wait=True)
-            self._pollers.shutdown(wait=True)
-            self._scheduler.join(timeout=5)
+            self._shutdown(cancel=False)
         if self.failure is not None:
             raise self.failure
 
     def close_quietly(self) -> None:
         """Stop without waiting for outstanding batches (the run is failing; resume picks them up)."""
+        self._shutdown(cancel=True)
+
+    def _shutdown(self, cancel: bool) -> None:
         self._stop.set()
-        self._senders.shutdown(wait=True, cancel_futures=True)
-        self._pollers.shutdown(wait=True, cancel_futures=True)
+        self._senders.shutdown(wait=True, cancel_futures=cancel)
+        self._pollers.shutdown(wait=True, cancel_futures=cancel)
         self._scheduler.join(timeout=5)
 
     # --- submitting --------------------------------------------------------------------------------------
 
     def _submit_and_release(self, batch: Batch) -> None:
+        started = time.monotonic()
         try:
             self._submit(batch)
         except BaseException as exc:  # recorded; the run stops feeding batches and reports it
             log.error("bulk import failed: %s", exc)
             self._fail(exc)
         finally:
-            self._slots.release()
+            with self._changed:
+                self._sending -= 1
+                self._window.observe(time.monotonic() - started)
+                self._changed.notify_all()
 
     def _submit(self, batch: Batch) -> None:
         if self.failure is not None or self._stop.is_set():
@@ -182,6 +216,8 @@ class BulkSink:
             self._split_rejected(batch, refusal)
             return
         batch.submitted_at = time.monotonic()
+        for contact in batch.contacts:  # accepted: the payloads are no longer needed, free them now
+            contact.payload, contact.encoded = _EMPTY, b""
         with self._lock:
             self.counters.requests_accepted += 1
             self.counters.contacts_submitted += len(batch.contacts)
@@ -208,10 +244,9 @@ class BulkSink:
         else:
             half = len(batch.contacts) // 2
             parts = [batch.subset(list(range(half))), batch.subset(list(range(half, len(batch.contacts))))]
-        with self._lock:
+        with self._changed:
             self._outstanding += len(parts) - 1
-            if not parts:
-                self._settled.notify_all()
+            self._changed.notify_all()
         for part in parts:
             self._submit(part)
 
@@ -239,8 +274,14 @@ class BulkSink:
         except ExporterError as exc:
             self._fail(exc)
             return
-        if status.finished:
-            self._finish(batch, status)
+        if status.status == "completed":
+            self._listener.confirmed(batch, set(status.failure))
+            self._settle()
+        elif status.finished:
+            # AC gave up on the import (failed / interrupted): the contacts are not confirmed, so they stay
+            # out of the sync state and the next run sends them again.
+            self._listener.unconfirmed(batch, f"import {batch.batch_id} ended {status.status!r}")
+            self._settle()
         elif time.monotonic() - batch.submitted_at > self._poll.timeout:
             self._listener.unconfirmed(batch, f"import {batch.batch_id} still {status.status!r} after "
                                               f"{self._poll.timeout:.0f} s")
@@ -248,35 +289,18 @@ class BulkSink:
         else:
             self._schedule(batch, min(self._poll.cap, delay * 1.5))
 
-    def _finish(self, batch: Batch, status: ImportStatus) -> None:
-        if status.status == "completed":
-            self._listener.confirmed(batch, set(status.failure))
-            self._settle()
-        elif batch.resubmits < IMPORT_RESUBMITS:
-            log.warning("import %s ended %r; submitting its contacts again", batch.batch_id, status.status)
-            retry = batch.subset(list(range(len(batch.contacts))))
-            retry.resubmits = batch.resubmits + 1
-            self._senders.submit(self._submit_guarded, retry)
-        else:
-            self._listener.unconfirmed(batch, f"import {batch.batch_id} ended {status.status!r} "
-                                              f"after {IMPORT_RESUBMITS + 1} attempts")
-            self._settle()
-
-    def _submit_guarded(self, batch: Batch) -> None:
-        try:
-            self._submit(batch)
-        except BaseException as exc:
-            self._fail(exc)
-
     # --- bookkeeping -------------------------------------------------------------------------------------
 
     def _settle(self) -> None:
-        with self._lock:
+        with self._changed:
             self._outstanding -= 1
-            self._settled.notify_all()
+            self._changed.notify_all()
 
     def _fail(self, exc: BaseException) -> None:
-        with self._lock:
+        with self._changed:
             if self.failure is None:
                 self.failure = exc
-            self._settled.notify_all()
+            self._changed.notify_all()
+
+
+_EMPTY: dict = {}

@@ -269,14 +269,21 @@ def _records(data: bytes, replay: JournalReplay) -> Iterator[tuple[bytes, bytes]
 
 
 class Journal:
-    """Buffered appends to ``<export>/journal``: flushed every ``interval`` seconds by a background thread."""
+    """Buffered appends to ``<export>/journal``.
 
-    def __init__(self, container: ContainerClient, export: str, interval: float = 0.5) -> None:
+    A record only decides how much a resumed run sends again (a batch ActiveCampaign took but the journal
+    missed is simply upserted again), so records are grouped: written when ``max_pending`` submitted
+    batches are waiting or every ``interval`` seconds. A crash costs at most that many batches resent.
+    """
+
+    def __init__(self, container: ContainerClient, export: str, interval: float = 0.25, max_pending: int = 4) -> None:
         self._blob = container.get_blob_client(f"{export}/journal")
         self._buffer = bytearray()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._interval = interval
+        self._max_pending = max_pending
+        self._pending = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: Exception | None = None
@@ -291,10 +298,14 @@ class Journal:
         with self._lock:
             self._buffer += record
 
-    def append_now(self, record: bytes) -> None:
-        """Append and write at once (with anything buffered before it, in order)."""
-        self.append(record)
-        self.flush()
+    def append_submitted(self, record: bytes) -> None:
+        """Append a submitted-batch record; writes when ``max_pending`` of them are waiting."""
+        with self._lock:
+            self._buffer += record
+            self._pending += 1
+            due = self._pending >= self._max_pending
+        if due:
+            self.flush()
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self._interval):
@@ -303,7 +314,7 @@ class Journal:
     def flush(self) -> None:
         with self._flush_lock:  # keeps records in order across threads
             with self._lock:
-                data, self._buffer = bytes(self._buffer), bytearray()
+                data, self._buffer, self._pending = bytes(self._buffer), bytearray(), 0
             self._write(data)
 
     def _write(self, data: bytes) -> None:
