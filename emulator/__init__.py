@@ -6,7 +6,7 @@
         emu.subscribers(3)                       # emails subscribed to list 3
 """
 from .limits import FAULT_KINDS, Faults
-from .server import Emulator
+from .server import Emulator, tune_gc_for_millions
 from .store import SUBSCRIBED, UNSUBSCRIBED
 
-__all__ = ["Emulator", "Faults", "FAULT_KINDS", "SUBSCRIBED", "UNSUBSCRIBED"]
+__all__ = ["Emulator", "Faults", "FAULT_KINDS", "SUBSCRIBED", "UNSUBSCRIBED", "tune_gc_for_millions"]

@@ -5,12 +5,11 @@ Prints exactly one line, ``emulator listening on http://127.0.0.1:PORT``, then s
 from __future__ import annotations
 
 import argparse
-import gc
 import signal
 import sys
 import threading
 
-from .server import Emulator
+from .server import Emulator, tune_gc_for_millions
 
 
 def parse_list(text: str) -> tuple[int, str]:
@@ -44,16 +43,13 @@ def main(argv: list[str] | None = None) -> int:
                         bulk_per_minute=args.bulk_per_minute, single_per_minute=args.single_per_minute,
                         requests_per_second=args.requests_per_second, import_delay=args.import_delay,
                         seed=args.seed, port=args.port)
-    # A million stored contacts make the default GC thresholds rescan them far too often; this process holds
-    # nothing but the emulator, so collect rarely.
-    gc.set_threshold(100_000, 50, 1000)
+    tune_gc_for_millions()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     with emulator.start():
         print(f"emulator listening on {emulator.hostname}", flush=True)
-        while not stop.wait(1.0):
-            pass
+        stop.wait()
     return 0
 
 

@@ -21,11 +21,10 @@ INVALID_EMAIL = "Invalid email address"
 
 @dataclass
 class BulkRequest:
-    size: int
+    body: bytes
     error: str | None = None  # the body is not a bulk import at all (bad JSON, no contacts array)
     count: int = 0
-    items: list[Any] = field(default_factory=list)  # the contacts as sent
-    emails: list[str] = field(default_factory=list)  # lower-cased, "" when missing; same order as items
+    emails: list[str] = field(default_factory=list)  # lower-cased, "" when missing; in the request's order
     failures: list[dict[str, Any]] = field(default_factory=list)
     list_ids: set[int] = field(default_factory=set)
 
@@ -35,7 +34,7 @@ class InvalidContact(ValueError):
 
 
 def parse_bulk_request(body: bytes, rejected_emails: frozenset[str]) -> BulkRequest:
-    request = BulkRequest(len(body))
+    request = BulkRequest(body)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -46,7 +45,6 @@ def parse_bulk_request(body: bytes, rejected_emails: frozenset[str]) -> BulkRequ
         request.error = 'The request body must have a "contacts" array.'
         return request
     request.count = len(items)
-    request.items = items
     emails, failures, list_refs = request.emails, request.failures, set()
     for index, item in enumerate(items):
         try:

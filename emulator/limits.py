@@ -33,6 +33,24 @@ class SlidingWindow:
         self._times.clear()
 
 
+class PeakCounter:
+    """The most events seen in any ``seconds``-long window, to check a client's pacing with or without limits."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.peak = 0
+        self._times: deque[float] = deque()
+
+    def add(self, now: float) -> None:
+        times = self._times
+        times.append(now)
+        horizon = now - self.seconds
+        while times[0] <= horizon:
+            times.popleft()
+        if len(times) > self.peak:
+            self.peak = len(times)
+
+
 @dataclass
 class _Rates:
     rate_429: float = 0.0

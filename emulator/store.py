@@ -1,14 +1,18 @@
 """One ActiveCampaign account's data: contacts, lists, tags, list statuses and queued bulk imports.
 
-Not thread-safe: the account serialises every call with its lock. Contacts are stored compactly (a slotted
-object per contact, custom fields as a flat tuple, tags as tag ids, statuses in one dict per list) so a million
-of them fit in a few hundred megabytes.
+Not thread-safe: the account serialises every call with its lock. A million contacts must fit in a few hundred
+megabytes and stay cheap for Python's cyclic GC, so each contact is stored as a plain tuple of strings and ints
+(custom fields as a flat tuple, tags as a shared tuple of tag ids): the GC stops tracking such tuples after their
+first collection, where a million tracked objects would be rescanned over and over. Statuses live in one
+``{contact id: status}`` dict per list. Readers get a ``Contact`` named tuple.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
+
+import orjson
 
 from .bulk import InvalidContact, field_pairs, list_id_of, tag_names, text_of
 from .emails import is_valid_email, normalise_email
@@ -22,22 +26,29 @@ _SHARED_STRINGS = 300_000
 __all__ = ["Contact", "ImportBatch", "Store", "SUBSCRIBED", "UNSUBSCRIBED", "is_valid_email", "normalise_email"]
 
 
-class Contact:
-    __slots__ = ("id", "email", "first_name", "last_name", "phone", "fields", "tags")
-
-    def __init__(self, contact_id: int, email: str, first_name: str = "", last_name: str = "", phone: str = "",
-                 fields: tuple = (), tags: tuple[int, ...] = ()) -> None:
-        self.id = contact_id
-        self.email = email
-        self.first_name = first_name
-        self.last_name = last_name
-        self.phone = phone
-        self.fields = fields  # flat (field_id, value, field_id, value, ...)
-        self.tags = tags
+class Contact(NamedTuple):
+    id: int
+    email: str
+    first_name: str
+    last_name: str
+    phone: str
+    fields: tuple  # flat: (field_id, value, field_id, value, ...)
+    tags: tuple[int, ...]
 
     def field_values(self) -> dict[int, str]:
-        values = self.fields
-        return {values[i]: values[i + 1] for i in range(0, len(values), 2)}
+        return _field_dict(self.fields)
+
+
+# Positions in a stored record, which is a plain tuple laid out like Contact.
+_ID, _EMAIL, _FIRST, _LAST, _PHONE, _FIELDS, _TAGS = range(7)
+
+
+def _field_dict(flat: tuple) -> dict[int, str]:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _flat(values: dict[int, str]) -> tuple:
+    return tuple([item for pair in values.items() for item in pair])
 
 
 @dataclass
@@ -45,8 +56,10 @@ class ImportBatch:
     id: str
     accepted_at: float
     due_at: float
-    items: list[Any] | None  # the contacts as sent; released once applied
-    emails: list[str] | None  # their lower-cased emails
+    # The request body as sent, parsed again when applied: holding a few hundred thousand parsed dicts until
+    # then would cost the cyclic GC far more than a second parse costs.
+    body: bytes | None  # released once applied
+    emails: list[str] | None  # the contacts' lower-cased emails, in order
     applied: bool = False
     success: list[int] = field(default_factory=list)
     failure: list[str] = field(default_factory=list)
@@ -55,8 +68,8 @@ class ImportBatch:
 class Store:
     def __init__(self, lists: dict[int, str]) -> None:
         self.lists: dict[int, str] = {}
-        self._contacts: list[Contact | None] = [None]  # index is the contact id; ids start at 1
-        self._by_email: dict[str, Contact] = {}
+        self._records: list[tuple | None] = [None]  # index is the contact id; ids start at 1
+        self._ids: dict[str, int] = {}  # lower-cased email -> contact id
         self._tag_ids: dict[str, int] = {}  # lower-cased name -> id
         self._tag_names: list[str] = [""]  # index is the tag id
         self._tag_sets: dict[tuple[str, ...], tuple[int, ...]] = {}  # shared tuples: most contacts have the same tags
@@ -105,8 +118,8 @@ class Store:
         return counts[SUBSCRIBED] + counts[UNSUBSCRIBED] if status is None else counts[status]
 
     def emails_on_list(self, list_id: int, status: int) -> set[str]:
-        contacts = self._contacts
-        return {contacts[cid].email for cid, s in self._statuses.get(list_id, {}).items() if s == status}
+        records = self._records
+        return {records[cid][_EMAIL] for cid, s in self._statuses.get(list_id, {}).items() if s == status}
 
     def ids_on_list(self, list_id: int, status: int | None) -> list[int]:
         """Sorted ids of the list's contacts (with that status); cached until the list changes, so paging is cheap."""
@@ -123,63 +136,55 @@ class Store:
 
     @property
     def contact_count(self) -> int:
-        return len(self._by_email)
-
-    @property
-    def max_id(self) -> int:
-        return len(self._contacts) - 1
+        return len(self._ids)
 
     def by_email(self, email: str) -> Contact | None:
-        return self._by_email.get(email.lower())
+        contact_id = self._ids.get(email.lower())
+        return None if contact_id is None else Contact._make(self._records[contact_id])
 
     def by_id(self, contact_id: int) -> Contact | None:
-        if 0 < contact_id < len(self._contacts):
-            return self._contacts[contact_id]
+        if 0 < contact_id < len(self._records):
+            record = self._records[contact_id]
+            return None if record is None else Contact._make(record)
         return None
 
     def all_contacts(self) -> Iterator[Contact]:
-        return (c for c in self._contacts if c is not None)
+        return (Contact._make(record) for record in self._records if record is not None)
 
     def ids_above(self, id_greater: int) -> range:
-        return range(max(id_greater, 0) + 1, len(self._contacts))
+        return range(max(id_greater, 0) + 1, len(self._records))
 
     def upsert(self, email: str, first_name: str | None = None, last_name: str | None = None,
                phone: str | None = None, fields: Iterable[tuple[int, str]] = (),
                tags: Iterable[str] = ()) -> tuple[Contact, bool]:
         """Create or update the contact with this (lower-cased) email; None/empty values leave data as it is."""
-        contact = self._by_email.get(email)
-        created = contact is None
-        if contact is None:
-            contact = Contact(len(self._contacts), email)
-            self._contacts.append(contact)
-            self._by_email[email] = contact
-        if first_name:
-            contact.first_name = first_name
-        if last_name:
-            contact.last_name = last_name
-        if phone:
-            contact.phone = phone
-        if fields:
-            self._set_fields(contact, fields)
-        if tags:
-            self._add_tags(contact, tags)
-        return contact, created
+        tag_ids = tuple(dict.fromkeys(self.tag_id(name) for name in tags))
+        contact_id, created = self._upsert(email, first_name, last_name, phone, list(fields), tag_ids)
+        return Contact._make(self._records[contact_id]), created
 
-    def _set_fields(self, contact: Contact, fields: Iterable[tuple[int, str]]) -> None:
-        if not contact.fields:
-            contact.fields = tuple(item for pair in fields for item in pair)
-            return
-        values = contact.field_values()
-        values.update(fields)
-        contact.fields = tuple(item for pair in values.items() for item in pair)
-
-    def _add_tags(self, contact: Contact, names: Iterable[str]) -> None:
-        tags = contact.tags
-        for name in names:
-            tag_id = self.tag_id(name)
-            if tag_id not in tags:
-                tags = tags + (tag_id,)
-        contact.tags = tags
+    def _upsert(self, email: str, first: str | None, last: str | None, phone: str | None,
+                pairs: list[tuple[int, str]] | tuple, tag_ids: tuple[int, ...]) -> tuple[int, bool]:
+        shared = self._shared
+        contact_id = self._ids.get(email)
+        if contact_id is None:
+            contact_id = len(self._records)
+            self._records.append((contact_id, email, shared(first) if first else "", shared(last) if last else "",
+                                  phone or "", tuple([x for fid, value in pairs for x in (fid, shared(value))]),
+                                  tag_ids))
+            self._ids[email] = contact_id
+            return contact_id, True
+        old = self._records[contact_id]
+        fields = old[_FIELDS]
+        if pairs:
+            values = _field_dict(fields)
+            values.update((fid, shared(value)) for fid, value in pairs)
+            fields = _flat(values)
+        tags = old[_TAGS]
+        if tag_ids:
+            tags = tags + tuple(t for t in tag_ids if t not in tags) if tags else tag_ids
+        self._records[contact_id] = (contact_id, email, shared(first) if first else old[_FIRST],
+                                     shared(last) if last else old[_LAST], phone or old[_PHONE], fields, tags)
+        return contact_id, False
 
     def tag_id(self, name: str) -> int:
         key = name.lower()
@@ -219,31 +224,36 @@ class Store:
     def pending_count(self) -> int:
         return len(self._pending)
 
-    def apply_due(self, now: float, fail_emails: frozenset[str]) -> int:
-        """Apply every queued import whose time has come, oldest first. Returns how many were applied."""
+    def apply_due(self, now: float, fail_emails: frozenset[str], limit: int | None = None,
+                  through: ImportBatch | None = None) -> int:
+        """Apply queued imports whose time has come, oldest first: at most ``limit`` of them, but always every
+        one up to ``through`` when that one is due. Returns how many were applied."""
         applied = 0
         pending = self._pending
-        while pending and pending[0].due_at <= now:
-            self._apply(pending.popleft(), fail_emails)
+        must = through is not None and not through.applied and through.due_at <= now
+        while pending and pending[0].due_at <= now and (must or limit is None or applied < limit):
+            batch = pending.popleft()
+            self._apply(batch, fail_emails)
             applied += 1
+            must = must and batch is not through
         return applied
 
     def _apply(self, batch: ImportBatch, fail_emails: frozenset[str]) -> None:
-        for item, email in zip(batch.items or (), batch.emails or ()):
+        items = orjson.loads(batch.body)["contacts"] if batch.body else ()
+        for item, email in zip(items, batch.emails or ()):
             if email in fail_emails:
                 batch.failure.append(email)
                 continue
             try:
-                contact = self._apply_contact(item, email)
+                batch.success.append(self._apply_contact(item, email))
             except InvalidContact:
                 batch.failure.append(email)
-                continue
-            batch.success.append(contact.id)
-        batch.items = batch.emails = None
+        batch.body = batch.emails = None
         batch.applied = True
 
-    def _apply_contact(self, item: dict[str, Any], email: str) -> Contact:
-        """Upsert one bulk-imported contact; reads everything first so a bad value changes nothing."""
+    def _apply_contact(self, item: dict[str, Any], email: str) -> int:
+        """Upsert one bulk-imported contact and return its id; reads everything first so a bad value changes
+        nothing."""
         get = item.get
         first, last, phone = get("first_name"), get("last_name"), get("phone")
         if first is not None and type(first) is not str:
@@ -259,33 +269,15 @@ class Store:
         subscribe = [list_id_of(entry["listid"]) for entry in subscribe] if subscribe else ()
         unsubscribe = [list_id_of(entry["listid"]) for entry in unsubscribe] if unsubscribe else ()
 
-        shared = self._shared
-        contact = self._by_email.get(email)
-        if contact is None:
-            contact = Contact(len(self._contacts), email, shared(first) if first else "",
-                              shared(last) if last else "", phone or "",
-                              tuple([x for field_id, value in pairs for x in (field_id, shared(value))]), tag_ids)
-            self._contacts.append(contact)
-            self._by_email[email] = contact
-        else:
-            if first:
-                contact.first_name = shared(first)
-            if last:
-                contact.last_name = shared(last)
-            if phone:
-                contact.phone = phone
-            if pairs:
-                self._set_fields(contact, [(field_id, shared(value)) for field_id, value in pairs])
-            if tag_ids:
-                contact.tags = _merged(contact.tags, tag_ids) if contact.tags else tag_ids
+        contact_id, _ = self._upsert(email, first, last, phone, pairs, tag_ids)
         for list_id in subscribe:
             # Only contacts new to the list are subscribed: bulk import never re-subscribes someone who
             # unsubscribed (only contactLists does), and a subscribed contact stays as it is.
-            if self._statuses[list_id].get(contact.id) is None:
-                self.set_status(contact.id, list_id, SUBSCRIBED)
+            if self._statuses[list_id].get(contact_id) is None:
+                self.set_status(contact_id, list_id, SUBSCRIBED)
         for list_id in unsubscribe:
-            self.set_status(contact.id, list_id, UNSUBSCRIBED)
-        return contact
+            self.set_status(contact_id, list_id, UNSUBSCRIBED)
+        return contact_id
 
     def _shared(self, text: str) -> str:
         strings = self._strings
@@ -307,7 +299,3 @@ class Store:
             if len(self._tag_sets) < _TAG_SET_CACHE_SIZE:
                 self._tag_sets[key] = cached
         return cached
-
-
-def _merged(current: tuple[int, ...], more: tuple[int, ...]) -> tuple[int, ...]:
-    return current + tuple(t for t in more if t not in current)
