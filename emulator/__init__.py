@@ -1,9 +1,29 @@
 """Local ActiveCampaign API v3 emulator for tests, the demo and the benchmark (not deployed).
 
     with Emulator(api_key="k", lists={3: "Newsletter"}, time_scale=60).start() as emu:
-        config_hostname = emu.hostname          # http://127.0.0.1:PORT, API base is hostname + "/api/3"
+        hostname = emu.hostname                  # http://127.0.0.1:PORT; the API base is hostname + "/api/3"
         ...
         emu.subscribers(3)                       # emails subscribed to list 3
+
+As a process: ``python -m emulator --port 0 --api-key KEY --list 3:Newsletter --time-scale 60`` prints
+``emulator listening on http://127.0.0.1:PORT``; ``/__emulator/stats|requests|contact`` (GET) and
+``/__emulator/faults|reset|reset_log`` (POST) inspect and steer it without auth.
+
+Choices where AC's documentation is silent:
+- Emails are matched case-insensitively and stored lower-cased.
+- A bulk import is checked in this order: body size, JSON shape, contact count, rate limit (requests that get
+  this far count against it), email syntax (any bad one fails the whole request), lists named in
+  subscribe/unsubscribe. Names, phone, fields and tags are read when the import is applied; a contact whose
+  values cannot be read (e.g. a field without an id) is reported in import/info "failure".
+- An accepted import is applied ``import_delay`` (scaled) after acceptance, lazily: each later API request
+  applies up to 8 due imports, oldest first; import/info applies everything up to the batch it asks about;
+  inspection methods apply everything due. Polled within min(1 s, import_delay) (scaled) of acceptance,
+  import/info answers ``{"status": false}``; after that ``{"status": "waiting", ...}`` until applied, then
+  ``{"status": "completed", "success": [ids as strings], "failure": [emails]}``.
+- Empty names/phone in a bulk import leave the stored values as they are. Subscribing only adds contacts that
+  are not on the list yet: unsubscribed (2) stays unsubscribed. "callback" is accepted and ignored.
+- Faults are decided before auth and limits, leave no trace but the log entry (status 0 for "drop"), and do
+  not count against the rate limits. Requests to /__emulator are not logged.
 """
 from .limits import FAULT_KINDS, Faults
 from .server import Emulator, tune_gc_for_millions

@@ -18,8 +18,8 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from .bulk import MAX_BODY_BYTES, MAX_CONTACTS, BulkRequest, parse_bulk_request
-from .limits import Faults, PeakCounter, SlidingWindow
 from .emails import is_valid_email, normalise_email
+from .limits import Faults, PeakCounter, SlidingWindow
 from .store import SUBSCRIBED, UNSUBSCRIBED, Contact, ImportBatch, Store
 
 API_PREFIX = "/api/3"
@@ -337,21 +337,22 @@ class Account:
         list_id = _int(query.get("listid"))
         if "email" in query:
             contact = store.by_email(query["email"].strip())
-            matches = contact is not None and (list_id is None or self._on_list(contact.id, list_id, status)) and (
-                status is None or list_id is not None or status in store.statuses_of(contact.id).values())
-            return ([contact.id] if matches and contact.id > id_greater else []), 0
+            found = contact is not None and contact.id > id_greater and self._matches(contact.id, list_id, status)
+            return ([contact.id] if found else []), 0
         if list_id is not None:
             if list_id not in store.lists:
                 return [], 0
             ids = store.ids_on_list(list_id, status)
             return ids, bisect_right(ids, id_greater)
         if status is not None:
-            return [i for i in store.ids_above(id_greater) if status in store.statuses_of(i).values()], 0
+            return [i for i in store.ids_above(id_greater) if self._matches(i, None, status)], 0
         return store.ids_above(id_greater), 0
 
-    def _on_list(self, contact_id: int, list_id: int, status: int | None) -> bool:
-        current = self.store.status(contact_id, list_id)
-        return current is not None and (status is None or current == status)
+    def _matches(self, contact_id: int, list_id: int | None, status: int | None) -> bool:
+        if list_id is not None:
+            current = self.store.status(contact_id, list_id)
+            return current is not None and (status is None or current == status)
+        return status is None or status in self.store.statuses_of(contact_id).values()
 
     def _get_contact(self, raw_id: str) -> Reply:
         contact = self.store.by_id(_int(raw_id) or 0)

@@ -16,8 +16,8 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from .account import API_PREFIX, BULK_IMPORT_PATH, DROP, Account, Config, Reply, json_reply
-from .limits import Faults
 from .emails import is_valid_email, normalise_email
+from .limits import Faults
 from .store import SUBSCRIBED, UNSUBSCRIBED
 
 CONTROL_PREFIX = "/__emulator"
@@ -216,7 +216,8 @@ class Emulator:
             if (method, route) == ("GET", "requests"):
                 return json_reply(200, self._requests_page(query))
             if (method, route) == ("GET", "contact"):
-                return json_reply(200, {"contact": self.contact(query.get("email", ""))})
+                found = self.contact(query.get("email", ""))
+                return Reply(200, orjson.dumps({"contact": found}, option=orjson.OPT_NON_STR_KEYS))
             if (method, route) == ("POST", "faults"):
                 self._apply_fault_controls(orjson.loads(body or b"{}"))
                 return json_reply(200, {"faults": self.faults.describe()})

@@ -15,15 +15,12 @@ from typing import Any, Iterable, Iterator, NamedTuple
 import orjson
 
 from .bulk import InvalidContact, field_pairs, list_id_of, tag_names, text_of
-from .emails import is_valid_email, normalise_email
 
 SUBSCRIBED = 1
 UNSUBSCRIBED = 2
 _TAG_SET_CACHE_SIZE = 10_000
 # Names and field values repeat a lot (first names, cities, tiers): keep one copy of each, up to this many.
 _SHARED_STRINGS = 300_000
-
-__all__ = ["Contact", "ImportBatch", "Store", "SUBSCRIBED", "UNSUBSCRIBED", "is_valid_email", "normalise_email"]
 
 
 class Contact(NamedTuple):
@@ -181,7 +178,7 @@ class Store:
             fields = _flat(values)
         tags = old[_TAGS]
         if tag_ids:
-            tags = tags + tuple(t for t in tag_ids if t not in tags) if tags else tag_ids
+            tags = (tags + tuple(t for t in tag_ids if t not in tags)) if tags else tag_ids
         self._records[contact_id] = (contact_id, email, shared(first) if first else old[_FIRST],
                                      shared(last) if last else old[_LAST], phone or old[_PHONE], fields, tags)
         return contact_id, False

@@ -133,6 +133,24 @@ def test_accepted_bulk_import_is_applied_asynchronously_with_fields_tags_and_sub
     assert logged["contacts"] == 2 and logged["emails"] == ["ana.lopez@example.com", "bo@example.org"]
 
 
+def test_import_info_moves_from_false_to_waiting_to_completed():
+    # import_delay 30 s at 60x: "false" for 1/60 s, then "waiting" until 0.5 s, then "completed".
+    with Emulator(KEY, lists={LIST: "N"}, time_scale=60, import_delay=30).start() as server, \
+            client(server) as http:
+        batch_id = bulk(http, [contact("slow@example.com")]).json()["batchId"]
+        statuses = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (not statuses or statuses[-1] != "completed"):
+            info = http.get("/import/info", params={"batchId": batch_id}).json()
+            statuses.append(info["status"])
+            if info["status"] == "waiting":
+                assert info["success"] == [] and server.contact("slow@example.com") is None
+            time.sleep(0.005)
+    assert statuses[0] is False and statuses[-1] == "completed" and "waiting" in statuses
+    order = {False: 0, "waiting": 1, "completed": 2}
+    assert [order[s] for s in statuses] == sorted(order[s] for s in statuses)
+
+
 def test_a_second_import_updates_the_same_contact_case_insensitively(free):
     with client(free) as http:
         wait_completed(http, bulk(http, [contact("same@example.com", first_name="Old", tags=["a"],
@@ -214,6 +232,11 @@ def test_bulk_rate_limit_answers_400_rate_limit_exceeded_without_retry_after():
         singles = [bulk(http, [contact(f"s{i}@example.com")]).status_code for i in range(3)]
         assert singles == [200, 200, 400]
         assert len(server.contacts()) == 5 * 2 + 2  # refused requests imported nothing
+        peaks = server.stats()["peaks"]
+        assert peaks["bulkImportsPerMinute"] == 5 and peaks["singleImportsPerMinute"] == 2
+        assert server.stats()["bulkImports"]["refused"] == 2
+        server.reset_log()
+        assert server.requests == [] and server.stats()["bulkImports"]["accepted"] == 0
 
 
 def test_general_limit_answers_429_with_integer_retry_after_at_real_time():
@@ -387,6 +410,8 @@ def test_cli_prints_its_url_and_serves_api_and_controls_until_sigterm():
             assert http.post("/api/3/import/bulk_import", content=body, headers=headers).status_code == 503
             assert http.post("/api/3/import/bulk_import", content=body, headers=headers).status_code == 200
 
+            seen = http.get("/__emulator/contact", params={"email": "CLI@example.com"}).json()["contact"]
+            assert seen["email"] == "cli@example.com" and seen["lists"] == {"3": 1}
             stats = http.get("/__emulator/stats").json()
             assert stats["contacts"] == 1 and stats["subscribers"] == {"3": 1}
             assert stats["bulkImports"]["accepted"] == 1 and stats["bulkImports"]["refused"] == 1
