@@ -103,7 +103,8 @@ class ActiveCampaignClient:
             headers={"Api-Token": api_key, "Accept": "application/json", "User-Agent": "ci-activecampaign-exporter"},
             timeout=timeout,
             transport=transport,
-            limits=httpx.Limits(max_connections=128, max_keepalive_connections=128),
+            # Sized to the senders and pollers that share it: httpcore scans its pool on every request.
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
         general = limits.requests_per_second * GENERAL_PACING_MARGIN
         bulk = limits.bulk_imports_per_minute / 60.0 * BULK_PACING_MARGIN

@@ -1,7 +1,7 @@
 """Mapping: a raw CSV row → an ActiveCampaign contact, or a rejection with a reason.
 
-Emails are trimmed and lower-cased (AC matches contacts case-insensitively), checked for syntax (no DNS lookups)
-and de-duplicated: the first row with an email wins, later ones are rejected as duplicates.
+Emails are trimmed and lower-cased (AC matches contacts case-insensitively) and checked for syntax (no DNS
+lookups). Duplicates are found later, in bulk, by the diff stage: the first row with an email wins.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class Contact:
     fingerprint: int = 0
     list_status: int = SUBSCRIBE
     resubscribe: bool = False
+    origin: tuple[str, int, int] | None = None  # (partition, record, line), for reporting a duplicate
 
 
 @dataclass(slots=True)
@@ -62,6 +63,13 @@ _FAST_EMAIL = re.compile(
     r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
 )
 _SPECIAL_USE_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
+
+
+def describe_origin(origin: tuple[str, int, int] | None) -> str:
+    if origin is None:
+        return ""
+    partition, record, line = origin
+    return f"{partition} record {record} (line {line})"
 
 
 def email_key(email: str) -> int:
@@ -109,7 +117,6 @@ class Mapper:
         self._fields = [(int(field_id), column(name)) for field_id, name in mapping.fields.items()]
         self._tags = list(mapping.tags)
         self._subscribe = [{"listid": list_id}]
-        self._seen: set[int] = set()
 
     def malformed(self, values: Sequence[str], detail: str, where: str = "") -> Rejection:
         """A row the CSV parser could not read, or with the wrong number of columns."""
@@ -127,11 +134,13 @@ class Mapper:
         problem = check_email(email)
         if problem:
             return Rejection(customer_id, raw_email, Reason.INVALID_EMAIL, problem, where)
-        key = email_key(email)
-        if key in self._seen:
-            return Rejection(customer_id, raw_email, Reason.DUPLICATE_EMAIL, "an earlier row has the same email", where)
-        self._seen.add(key)
-        return Contact(key, email, customer_id, self._payload(email, values))
+        return Contact(email_key(email), email, customer_id, self._payload(email, values))
+
+    @staticmethod
+    def duplicate(contact: Contact) -> Rejection:
+        """A later row with an email an earlier row already had (the diff stage finds them)."""
+        return Rejection(contact.customer_id, contact.email, Reason.DUPLICATE_EMAIL, "an earlier row has the same email",
+                         describe_origin(contact.origin))
 
     def _payload(self, email: str, values: Sequence[str]) -> dict[str, Any]:
         payload: dict[str, Any] = {"email": email}

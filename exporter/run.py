@@ -19,13 +19,13 @@ from azure.core.exceptions import ResourceModifiedError
 from . import logsafe
 from .activecampaign import ActiveCampaignClient
 from .errors import ConfigError, ExporterError, RunLocked, TransientError
-from .mapping import SUBSCRIBE, UNSUBSCRIBE, Contact, Mapper, Reason, Rejection
+from .mapping import SUBSCRIBE, UNSUBSCRIBE, Contact, Mapper, Reason, Rejection, describe_origin
 from .report import RejectedRows, ReportStore, RunReport, new_run_id, utc_now
 from .secrets import get_api_key
 from .settings import AppSettings, ExportConfig
 from .sink import Batch, Batcher, BulkSink, PollTiming
 from .source import ExportSource, iter_rows, open_source
-from .state import LEASE_SECONDS, Entries, SyncState, StateStore, encode_confirmed, encode_submitted
+from .state import LEASE_SECONDS, Entries, KeySet, SyncState, StateStore, encode_confirmed, encode_submitted
 from .storage import blob_service
 
 log = logging.getLogger(__name__)
@@ -227,50 +227,67 @@ class ExportRun:
     def _send_changes(self, container, source: ExportSource, mapper: Mapper, sink: BulkSink) -> np.ndarray:
         """Stream rows, send new and changed contacts; returns the keys of every valid contact seen."""
         batcher = Batcher()
-        chunk: list[Contact] = []
-        seen: list[np.ndarray] = []
-        for contact in self._contacts(container, source, mapper):
-            chunk.append(contact)
-            if len(chunk) >= DIFF_CHUNK:
-                seen.append(self._diff_and_send(chunk, batcher, sink))
-                chunk = []
-        if chunk:
-            seen.append(self._diff_and_send(chunk, batcher, sink))
+
+        def send(contact: Contact) -> None:
+            batch = batcher.add(contact)
+            if batch:
+                self._send(sink, batch)
+
+        seen = self._diff(container, source, mapper, send)
         last = batcher.flush()
         if last:
             self._send(sink, last)
-        return np.sort(np.concatenate(seen)) if seen else np.empty(0, np.uint64)
+        return seen
+
+    def _diff(self, container, source: ExportSource, mapper: Mapper, send: Callable[[Contact], None]) -> np.ndarray:
+        """Hand new and changed contacts to ``send``, in chunks; returns the keys of every valid contact seen."""
+        chunk: list[Contact] = []
+        seen = KeySet()
+        for contact in self._contacts(container, source, mapper):
+            chunk.append(contact)
+            if len(chunk) >= DIFF_CHUNK:
+                self._diff_chunk(chunk, seen, send)
+                chunk = []
+        if chunk:
+            self._diff_chunk(chunk, seen, send)
+        return seen.sorted()
 
     def _contacts(self, container, source: ExportSource, mapper: Mapper) -> Iterable[Contact]:
+        rows_read = 0
         for row in iter_rows(container, source):
-            self.counts["rowsRead"] += 1
-            where = f"{row.partition} record {row.record} (line {row.line})"
+            rows_read += 1
             if row.error:
-                result: Contact | Rejection = mapper.malformed(row.values, row.error, where)
+                result: Contact | Rejection = mapper.malformed(row.values, row.error)
             else:
-                result = mapper.map_row(row.values, where)
+                result = mapper.map_row(row.values)
+            origin = (row.partition, row.record, row.line)
             if isinstance(result, Rejection):
+                result.where = describe_origin(origin)
                 self.rejected(result)
             else:
+                result.origin = origin
                 yield result
-            if self.counts["rowsRead"] % 1024 == 0:
+            if rows_read % 1024 == 0:
+                self.counts["rowsRead"] = rows_read
                 self._emit_progress("sending")
+        self.counts["rowsRead"] = rows_read
 
-    def _diff_and_send(self, chunk: list[Contact], batcher: Batcher, sink: BulkSink) -> np.ndarray:
+    def _diff_chunk(self, chunk: list[Contact], seen: KeySet, send: Callable[[Contact], None]) -> None:
         keys = np.fromiter((c.key for c in chunk), np.uint64, len(chunk))
+        first = seen.add_new(keys)
         old_fps, old_flags = self.state.lookup(keys)
         full = self.options.full_refresh
-        for contact, old_fp, old_flag in zip(chunk, old_fps.tolist(), old_flags.tolist()):
+        for contact, is_first, old_fp, old_flag in zip(chunk, first.tolist(), old_fps.tolist(), old_flags.tolist()):
+            if not is_first:
+                self.rejected(Mapper.duplicate(contact))
+                continue
             contact.encoded = _encode(contact)
             contact.fingerprint = fingerprint(contact.encoded)
             if not full and old_flag == SUBSCRIBE and old_fp == contact.fingerprint:
                 self.counts["unchanged"] += 1
                 continue
             contact.resubscribe = old_flag == UNSUBSCRIBE
-            batch = batcher.add(contact)
-            if batch:
-                self._send(sink, batch)
-        return keys
+            send(contact)
 
     def _send(self, sink: BulkSink, batch: Batch) -> None:
         sink.send(batch)
@@ -321,7 +338,8 @@ class ExportRun:
     # --- sink callbacks (called from sender and poller threads) ---------------------------------------------
 
     def submitted(self, batch: Batch) -> None:
-        self.journal.append_submitted(encode_submitted(batch.batch_id or "", _entries(batch.contacts)))
+        batch.entries = _entries(batch.contacts)
+        self.journal.append_submitted(encode_submitted(batch.batch_id or "", batch.entries))
 
     def confirmed(self, batch: Batch, failed_emails: set[str]) -> None:
         ok = [c for c in batch.contacts if c.email not in failed_emails]
@@ -329,7 +347,8 @@ class ExportRun:
             if contact.email in failed_emails:
                 self.rejected(Rejection(contact.customer_id, contact.email, Reason.REJECTED_BY_ACTIVECAMPAIGN,
                                         f"ActiveCampaign reported that import {batch.batch_id} failed for it"))
-        self.state.record(_entries(ok))
+        entries = batch.entries if batch.entries is not None else _entries(batch.contacts)
+        self.state.record(entries.without_emails(failed_emails))
         self.journal.append(encode_confirmed(batch.batch_id or "", failed_emails))
         with self._lock:
             self.counts["confirmed"] += sum(1 for c in ok if c.list_status == SUBSCRIBE)
@@ -360,8 +379,15 @@ class ExportRun:
     # --- dry run and progress ------------------------------------------------------------------------------
 
     def _dry_run(self, container, source: ExportSource, mapper: Mapper) -> None:
-        for contact in self._contacts(container, source, mapper):
+        """Everything but sending: counts what a run would send, against the stored sync state (read only)."""
+        loaded = StateStore(blob_service(self.app.app_storage)).load(self.export.name, self.report.run_id,
+                                                                      read_only=True)
+        self.state = loaded.state
+
+        def count(contact: Contact) -> None:
             self.counts["wouldSend"] += 1
+
+        self._diff(container, source, mapper, count)
         self._emit_progress("done", force=True)
 
     def _emit_progress(self, phase: str, force: bool = False) -> None:

@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -33,6 +33,7 @@ class Batch:
     contacts: list[Contact]
     batch_id: str | None = None
     submitted_at: float = 0.0
+    entries: Any = None  # the contacts as sync-state entries, built once when AC accepts the batch
 
     @property
     def emails(self) -> list[str]:
@@ -136,7 +137,7 @@ class BulkSink:
     """
 
     def __init__(self, client: ActiveCampaignClient, listener: SinkListener, *, bulk_rate: float, poll: PollTiming,
-                 max_in_flight: int = 48, max_unconfirmed: int = 512) -> None:
+                 max_in_flight: int = 48, max_unconfirmed: int = 128) -> None:
         self._client = client
         self._listener = listener
         self._window = InFlightWindow(bulk_rate, max_in_flight)

@@ -99,6 +99,43 @@ class ExportLock:
         self.release()
 
 
+# --- keys seen in this run ------------------------------------------------------------------------------------
+
+
+class KeySet:
+    """A growing set of 64-bit keys kept as a few sorted arrays (8 bytes a key, where a Python set takes ~70).
+
+    Arrays of similar size are merged, so there are only ~log2(n / chunk) of them to search.
+    """
+
+    def __init__(self) -> None:
+        self._levels: list[np.ndarray] = []
+
+    def add_new(self, keys: np.ndarray) -> np.ndarray:
+        """Add ``keys``; returns a mask of those not seen before (the first of repeats within ``keys``)."""
+        fresh = np.zeros(len(keys), bool)
+        fresh[np.unique(keys, return_index=True)[1]] = True
+        for level in self._levels:
+            pos = np.minimum(np.searchsorted(level, keys), len(level) - 1)
+            fresh &= level[pos] != keys
+        self._push(np.sort(keys[fresh]))
+        return fresh
+
+    def _push(self, keys: np.ndarray) -> None:
+        self._levels.append(keys)
+        while len(self._levels) > 1 and len(self._levels[-2]) <= 2 * len(self._levels[-1]):
+            newer, older = self._levels.pop(), self._levels.pop()
+            self._levels.append(np.sort(np.concatenate([older, newer]), kind="stable"))
+
+    def sorted(self) -> np.ndarray:
+        if not self._levels:
+            return np.empty(0, np.uint64)
+        return np.sort(np.concatenate(self._levels))
+
+    def __len__(self) -> int:
+        return sum(len(level) for level in self._levels)
+
+
 # --- the sync state -------------------------------------------------------------------------------------------
 
 
@@ -362,23 +399,32 @@ class StateStore:
         lock.wait_seconds = wait_seconds
         return lock
 
-    def load(self, export: str, run_id: str) -> LoadedState:
-        """The stored state, or an empty one with ``problem`` set when it is missing or unreadable."""
+    def load(self, export: str, run_id: str, read_only: bool = False) -> LoadedState:
+        """The stored state, or an empty one with ``problem`` set when it is missing or unreadable.
+
+        An unreadable state is copied aside (unless ``read_only``) so the next run does not trip over it again.
+        """
         blob = self.container.get_blob_client(f"{export}/state.bin")
         try:
             download = blob.download_blob()
             etag, data = download.properties.etag, download.readall()
         except ResourceNotFoundError:
             loaded = LoadedState(SyncState(), None, None)
+        except HttpResponseError as exc:
+            if not (read_only and exc.status_code == 404):
+                raise
+            loaded = LoadedState(SyncState(), None, None)
         else:
             try:
                 loaded = LoadedState(SyncState(decode_entries(data)), etag)
             except (ValueError, zlib.error, struct.error, orjson.JSONDecodeError, KeyError) as exc:
                 aside = f"{export}/state.bin.unreadable-{run_id}"
-                self.container.get_blob_client(aside).start_copy_from_url(blob.url)
+                if not read_only:
+                    self.container.get_blob_client(aside).start_copy_from_url(blob.url)
                 loaded = LoadedState(SyncState(), etag, f"the sync state {STATE_CONTAINER}/{export}/state.bin is "
                                      f"unreadable ({exc}); it was kept as {aside} and this run sends every contact")
-        loaded.journal = self._read_journal(export)
+        if not read_only:
+            loaded.journal = self._read_journal(export)
         return loaded
 
     def _read_journal(self, export: str) -> JournalReplay | None:

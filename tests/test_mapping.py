@@ -29,12 +29,15 @@ def test_maps_values_trims_and_lowercases_email():
     assert contact.key == email_key("jane.doe@example.com")
 
 
-def test_later_duplicate_differing_in_case_is_rejected():
+def test_emails_differing_only_in_case_get_the_same_key():
     m = mapper()
-    assert isinstance(m.map_row(["c1", "a@example.com", "", "", "", ""]), Contact)
-    dup = m.map_row(["c2", "A@Example.com", "", "", "", ""], "part_1.csv#2")
-    assert isinstance(dup, Rejection) and dup.reason is Reason.DUPLICATE_EMAIL
-    assert dup.customer_id == "c2" and dup.where == "part_1.csv#2"
+    first = m.map_row(["c1", "a@example.com", "", "", "", ""])
+    second = m.map_row(["c2", " A@Example.com", "", "", "", ""])
+    assert isinstance(first, Contact) and isinstance(second, Contact) and first.key == second.key
+    second.origin = ("part_1.csv", 2, 3)
+    dup = Mapper.duplicate(second)
+    assert dup.reason is Reason.DUPLICATE_EMAIL and dup.customer_id == "c2"
+    assert dup.where == "part_1.csv record 2 (line 3)"
 
 
 @pytest.mark.parametrize("email, reason", [

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporter.state import (SUBSCRIBED, UNSUBSCRIBED, Entries, SyncState, decode_entries, encode_confirmed,
+from exporter.state import (SUBSCRIBED, UNSUBSCRIBED, Entries, KeySet, SyncState, decode_entries, encode_confirmed,
                             encode_entries, encode_submitted, replay_journal)
 
 
@@ -64,3 +64,12 @@ def test_journal_replay_survives_a_torn_last_record():
     torn = data + encode_submitted("b2", entries([2]))[:-7]
     replay = replay_journal(torn)
     assert [e.keys.tolist() for e in replay.confirmed] == [[1]] and replay.unreadable_tail
+
+
+def test_keyset_flags_first_occurrences_across_and_within_chunks():
+    seen = KeySet()
+    assert seen.add_new(np.array([5, 3, 5, 9], np.uint64)).tolist() == [True, True, False, True]
+    for start in range(0, 10_000, 1000):  # many chunks, so levels merge
+        seen.add_new(np.arange(start + 100, start + 1100, dtype=np.uint64))
+    assert seen.add_new(np.array([3, 4, 150, 20_000], np.uint64)).tolist() == [False, True, False, True]
+    assert seen.sorted().tolist() == sorted({3, 4, 5, 9, 20_000, *range(100, 10_100)})
