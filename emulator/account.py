@@ -33,6 +33,9 @@ APPLY_PER_REQUEST = 8
 RATE_LIMIT_BODY = {"success": 0, "message": "Rate limit exceeded.", "failureReasons": []}
 
 
+
+MIN_WINDOW = 0.25  # real seconds; see Config.window
+
 class Reply(NamedTuple):
     status: int
     body: bytes
@@ -79,6 +82,17 @@ class Config:
 
     def scaled(self, seconds: float) -> float:
         return seconds / self.time_scale
+
+    def window(self, limit: int, seconds: float) -> SlidingWindow:
+        """AC's ``limit`` per ``seconds``, time-scaled. A scaled window is never shorter than MIN_WINDOW real
+        seconds (its limit grows in proportion, so the average rate is exact): at ×60, "5 per second" would
+        otherwise be "5 per 17 ms", where ordinary thread-scheduling jitter, 60 times smaller against AC's real
+        one-second window, would decide what gets refused."""
+        scaled = self.scaled(seconds)
+        if scaled >= MIN_WINDOW or self.time_scale <= 1:
+            return SlidingWindow(limit, scaled)
+        factor = MIN_WINDOW / scaled
+        return SlidingWindow(max(limit, round(limit * factor)), MIN_WINDOW)
 
 
 class _Log:
@@ -130,9 +144,9 @@ class Account:
             self.rejected_emails = frozenset()
             self.fail_emails = frozenset()
             self._random = random.Random(config.seed)
-            self._general = SlidingWindow(config.requests_per_second, config.scaled(1.0))
-            self._bulk = SlidingWindow(config.bulk_per_minute, config.scaled(60.0))
-            self._single = SlidingWindow(config.single_per_minute, config.scaled(60.0))
+            self._general = config.window(config.requests_per_second, 1.0)
+            self._bulk = config.window(config.bulk_per_minute, 60.0)
+            self._single = config.window(config.single_per_minute, 60.0)
             self.peaks = {"requestsPerSecond": PeakCounter(config.scaled(1.0)),
                           "bulkImportsPerMinute": PeakCounter(config.scaled(60.0)),
                           "singleImportsPerMinute": PeakCounter(config.scaled(60.0))}
