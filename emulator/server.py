@@ -23,6 +23,7 @@ from .store import SUBSCRIBED, UNSUBSCRIBED
 CONTROL_PREFIX = "/__emulator"
 MAX_REQUEST_BYTES = 8_000_000  # far above AC's limit, so oversize requests still get AC's own 400
 DEFAULT_LISTS = {1: "Master Contact List"}
+_CONTACT_VALUES = frozenset({"firstName", "first_name", "lastName", "last_name", "phone", "fields", "tags"})
 
 
 def tune_gc_for_millions() -> None:
@@ -156,18 +157,25 @@ class Emulator:
 
     # --- seeding and controls ----------------------------------------------------------------------------
 
-    def add_contact(self, email: str, list_id: int | None = None, status: int = SUBSCRIBED, *,
-                    firstName: str | None = None, lastName: str | None = None, phone: str | None = None,
-                    fields: dict[int | str, str] | None = None, tags: Iterable[str] = ()) -> dict[str, Any]:
-        """Seed a contact as if someone else had put it there (applied at once, no request logged)."""
+    def add_contact(self, email: str, list_id: int | None = None, status: int = SUBSCRIBED,
+                    **values: Any) -> dict[str, Any]:
+        """Seed a contact as if someone else had put it there (applied at once, no request logged).
+
+        ``values``: firstName (or first_name), lastName (or last_name), phone, fields ({id: value}), tags ([names]).
+        """
+        unknown = set(values) - _CONTACT_VALUES
+        if unknown:
+            raise TypeError(f"add_contact() got unknown values {sorted(unknown)}; use {sorted(_CONTACT_VALUES)}")
         email = normalise_email(email.strip())
         if not is_valid_email(email):
             raise ValueError(f"not an email address ActiveCampaign accepts: {email!r}")
         with self._applied() as store:
             if list_id is not None and list_id not in store.lists:
                 raise KeyError(f"no list {list_id}")
-            field_pairs = [(int(k), str(v)) for k, v in (fields or {}).items()]
-            contact, _ = store.upsert(email, firstName, lastName, phone, field_pairs, list(tags))
+            field_pairs = [(int(k), str(v)) for k, v in (values.get("fields") or {}).items()]
+            contact, _ = store.upsert(email, values.get("firstName", values.get("first_name")),
+                                      values.get("lastName", values.get("last_name")), values.get("phone"),
+                                      field_pairs, list(values.get("tags") or ()))
             if list_id is not None:
                 store.set_status(contact.id, list_id, status)
             return store.view(contact)

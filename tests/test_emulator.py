@@ -306,7 +306,11 @@ def test_random_faults_hit_only_the_chosen_paths_and_can_be_cleared(free):
 
 def test_bulk_import_never_resubscribes_but_contact_lists_does(free):
     free.add_contact("gone@example.com", LIST, status=2, firstName="Gone")
-    free.add_contact("other@example.com", 4)
+    seeded = free.add_contact("other@example.com", 4, first_name="Ot", fields={1: "Rome"}, tags=["seed"])
+    assert (seeded["firstName"], seeded["fields"], seeded["tags"], seeded["lists"]) == ("Ot", {"1": "Rome"},
+                                                                                      ["seed"], {4: 1})
+    with pytest.raises(TypeError):
+        free.add_contact("typo@example.com", nickname="x")
     with client(free) as http:
         wait_completed(http, bulk(http, [contact("gone@example.com", last_name="Still"),
                                          contact("other@example.com")]).json()["batchId"])
