@@ -10,6 +10,9 @@ As a process: ``python -m emulator --port 0 --api-key KEY --list 3:Newsletter --
 ``/__emulator/faults|reset|reset_log`` (POST) inspect and steer it without auth.
 
 Choices where AC's documentation is silent:
+- Limits are sliding windows (AC's second and minute divided by time_scale). A window that would be shorter
+  than 0.25 s is stretched to 0.25 s with its limit raised in proportion (the same average rate), so thread
+  scheduling jitter doesn't decide refusals; ``stats()["windows"]`` shows the windows in force.
 - Emails are matched case-insensitively and stored lower-cased.
 - A bulk import is checked in this order: body size, JSON shape, contact count, rate limit (requests that get
   this far count against it), email syntax (any bad one fails the whole request), lists named in

@@ -31,10 +31,8 @@ DEFAULT_PAGE = 20
 # request for a second; import/info applies everything up to the batch it is asked about.
 APPLY_PER_REQUEST = 8
 RATE_LIMIT_BODY = {"success": 0, "message": "Rate limit exceeded.", "failureReasons": []}
-
-
-
 MIN_WINDOW = 0.25  # real seconds; see Config.window
+
 
 class Reply(NamedTuple):
     status: int
@@ -147,9 +145,10 @@ class Account:
             self._general = config.window(config.requests_per_second, 1.0)
             self._bulk = config.window(config.bulk_per_minute, 60.0)
             self._single = config.window(config.single_per_minute, 60.0)
-            self.peaks = {"requestsPerSecond": PeakCounter(config.scaled(1.0)),
-                          "bulkImportsPerMinute": PeakCounter(config.scaled(60.0)),
-                          "singleImportsPerMinute": PeakCounter(config.scaled(60.0))}
+            self.windows = {"requestsPerSecond": self._general, "bulkImportsPerMinute": self._bulk,
+                            "singleImportsPerMinute": self._single}
+            # Measured over the same windows as the limits, so a peak compares directly with its window's limit.
+            self.peaks = {name: PeakCounter(window.seconds) for name, window in self.windows.items()}
 
     def now(self) -> float:
         return self._clock()

@@ -149,8 +149,10 @@ class Emulator:
                 "bulkImports": {"accepted": log.bulk_accepted, "refused": log.bulk_refused,
                                 "contactsReceived": log.contacts_received, "pending": store.pending_count,
                                 "firstAcceptedAt": log.first_accepted, "lastAcceptedAt": log.last_accepted},
-                # Most admitted requests in any window (scaled like the limits), measured even with limits off.
+                # Most admitted requests in any window of the limits' (even with limits off), and those windows.
                 "peaks": {name: counter.peak for name, counter in self.account.peaks.items()},
+                "windows": {name: {"limit": window.limit, "seconds": window.seconds}
+                            for name, window in self.account.windows.items()},
                 "uptime": round(self.account.now() - self.account.started, 3),
                 "faults": self.faults.describe(),
             }

@@ -257,6 +257,13 @@ def test_general_limit_retry_after_is_scaled_and_fractional():
         assert "." in retry_after and 0 < float(retry_after) <= 0.25
 
 
+def test_short_scaled_windows_are_stretched_keeping_the_average_rate():
+    windows = Emulator(time_scale=60).stats()["windows"]
+    assert windows["requestsPerSecond"] == {"limit": 75, "seconds": 0.25}  # 5/s at 60x = 300/s
+    assert windows["bulkImportsPerMinute"] == {"limit": 100, "seconds": 1.0}
+    assert Emulator(time_scale=1).stats()["windows"]["requestsPerSecond"] == {"limit": 5, "seconds": 1.0}
+
+
 def test_latency_is_added_to_api_requests():
     with Emulator(KEY, latency=0.2, enforce_limits=False).start() as server, client(server) as http:
         started = time.monotonic()
