@@ -142,7 +142,8 @@ class BulkSink:
         self._listener = listener
         self._window = InFlightWindow(bulk_rate, max_in_flight)
         self._senders = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="ac-send")
-        self._pollers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ac-poll")
+        # Polls take as long as bulk requests and one is needed per batch: give them the same headroom.
+        self._pollers = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="ac-poll")
         self._max_unconfirmed = max_unconfirmed
         self._poll = poll
         self._lock = threading.Lock()
