@@ -160,7 +160,7 @@ class ExportRun:
             etag = store.save(self.export.name, self.state.merged(), etag)
             self.state = SyncState(self.state.merged())
             store.drop_journal(self.export.name)
-        self.journal = store.journal(self.export.name)
+        self.journal = store.journal(self.export.name, self.export.destination.rate_limits.bulk_imports_per_minute / 60)
         sink = BulkSink(client, self, bulk_rate=self.export.destination.rate_limits.bulk_imports_per_minute / 60.0,
                         poll=self._poll_timing())
         try:

@@ -143,9 +143,10 @@ def test_corrupt_state_means_a_full_run_with_a_clear_message(app_env, emulator, 
 def test_killed_run_is_resumed_without_losing_or_resending_much(app_env, emulator, container, tmp_path):
     sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=10000,
                                  partitions=4, seed=8, with_stale_folder=False, bad_rows=False)
-    # 20 bulk requests/s: the 40 batches take ~2 s, long enough to be killed half-way.
+    # 8 bulk requests/s: the 40 batches take ~5 s, long enough to be killed half-way. The journal groups a
+    # quarter second of submissions (2 batches here), so a kill costs at most that plus what was in flight.
     export = export_dict("resume", emulator.hostname, container.container_name, sample.path)
-    export["destination"]["rateLimits"] = {"bulkImportsPerMinute": 1200, "requestsPerSecond": 300}
+    export["destination"]["rateLimits"] = {"bulkImportsPerMinute": 480, "requestsPerSecond": 300}
     config = tmp_path / "exports.json"
     config.write_text(json.dumps({"exports": [export]}), encoding="utf-8")
     process = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(config)],
