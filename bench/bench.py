@@ -3,8 +3,10 @@
 Three measurements (each exporter run is its own process, so its wall time and peak RSS are its own):
 - overhead: emulator without limits or latency; rows/s through read → map → validate → diff → batch → send →
   confirm, and peak RSS, at 100k and at 1M rows (memory must not grow with rows).
-- rate-bound: emulator at ActiveCampaign's limits time-scaled ×60 (the 40-minute floor becomes 40 s) with
-  300 ms per bulk request; the exporter paced at the same scaled limits. Wall time ÷ floor, and refusals.
+- rate-bound: emulator at ActiveCampaign's limits time-scaled (default ×30: the 40-minute floor becomes 80 s)
+  with 300 ms per request; the exporter paced at the same scaled limits. Wall time ÷ floor, and refusals.
+  At ×60 the run needs ~25k rows/s, which makes it CPU-bound on 2 cores shared with the emulator and Azurite:
+  it then measures the CPU (the overhead run's job), not the pacing.
 - re-run: the same export with 1% of rows changed; contacts sent and wall time.
 Results are printed as a table and written to bench/results.json.
 """
@@ -31,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results.json"
 LIST_ID = 3
 API_KEY = "bench-key"
-TIME_SCALE = 60
+TIME_SCALE = 30
 CONTAINER = "customer-insights"
 T0 = datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
 
@@ -80,7 +82,10 @@ def run_exporter(name: str, hostname: str, path: str, limits: dict, connection: 
     if process.returncode != 0:
         raise RuntimeError(f"exporter run {name} exited {process.returncode}:\n{summary}")
     report = latest_report(connection, name)
-    return {"wall_seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "report": report}
+    # The exporter reports its own peak RSS (VmHWM): wait4's ru_maxrss would also count this large parent
+    # process's memory from before the child's exec.
+    return {"wall_seconds": round(wall, 2), "peak_rss_mb": report.get("peakMemoryMb"), "report": report,
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1)}
 
 
 def latest_report(connection: str, name: str) -> dict:
@@ -101,14 +106,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=100_000, help="rows for the memory comparison run")
+    parser.add_argument("--time-scale", type=int, default=TIME_SCALE, help="emulator speed-up for the rate-bound run")
     args = parser.parse_args()
+    scale = args.time_scale
     workdir = REPO / "bench" / ".work"
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "machine": f"{os.cpu_count()} cores, {_memory_gib()} GiB, {platform.python_implementation()} "
                                 f"{platform.python_version()}", "rows": args.rows}
     unlimited = {"bulkImportsPerMinute": 10_000_000, "requestsPerSecond": 1_000_000}
-    scaled = {"bulkImportsPerMinute": 100 * TIME_SCALE, "requestsPerSecond": 5 * TIME_SCALE}
+    scaled = {"bulkImportsPerMinute": 100 * scale, "requestsPerSecond": 5 * scale}
 
     with start_azurite() as azurite:
         service = BlobServiceClient.from_connection_string(azurite.connection_string)
@@ -129,12 +136,13 @@ def main() -> int:
                 results[f"overhead_{label}"] = {
                     "rows": rows, "wall_seconds": outcome["wall_seconds"],
                     "rows_per_second": round(rows / outcome["wall_seconds"]),
-                    "peak_rss_mb": outcome["peak_rss_mb"], "confirmed": outcome["report"]["counts"].get("confirmed")}
+                    "peak_rss_mb": outcome["peak_rss_mb"], "cpu_seconds": outcome["cpu_seconds"],
+                    "confirmed": outcome["report"]["counts"].get("confirmed")}
                 print(f"overhead {label}: {results[f'overhead_{label}']}", flush=True)
         finally:
             emulator.stop()
 
-        emulator = EmulatorProcess("--time-scale", str(TIME_SCALE), "--latency", "0.3")
+        emulator = EmulatorProcess("--time-scale", str(scale), "--latency", "0.3")
         try:
             outcome = run_exporter("rate-bound", emulator.hostname, "CustomerInsights_bench/big", scaled, conn, workdir)
             report = outcome["report"]
@@ -146,7 +154,8 @@ def main() -> int:
                 "wall_seconds": outcome["wall_seconds"], "floor_seconds": round(floor, 2),
                 "wall_over_floor": round(outcome["wall_seconds"] / floor, 3),
                 "refusals": refusals, "peak_rss_mb": outcome["peak_rss_mb"],
-                "real_time_equivalent_minutes": round(outcome["wall_seconds"] * TIME_SCALE / 60, 1)}
+                "time_scale": scale,
+                "real_time_equivalent_minutes": round(outcome["wall_seconds"] * scale / 60, 1)}
             print(f"rate-bound: {results['rate_bound']}", flush=True)
 
             changed, changed_gen = generate(container, "CustomerInsights_bench/big", args.rows, 2, modify=0.01)
@@ -173,8 +182,10 @@ def print_table(r: dict) -> None:
     lines = [
         ("overhead, 1M rows: wall time", f"{o_big['wall_seconds']} s", "≤ 30 s"),
         ("overhead, 1M rows: rows/s", f"{o_big['rows_per_second']:,}", ""),
+        ("overhead, 1M rows: exporter CPU", f"{o_big['cpu_seconds']} s", ""),
         ("overhead: peak RSS 100k → 1M rows", f"{o_small['peak_rss_mb']} → {o_big['peak_rss_mb']} MB", "≤ 300 MB, flat"),
-        ("rate-bound 1M (×60): wall / floor", f"{rb['wall_seconds']} / {rb['floor_seconds']} s = {rb['wall_over_floor']}",
+        (f"rate-bound (×{rb['time_scale']}): wall / floor",
+         f"{rb['wall_seconds']} / {rb['floor_seconds']} s = {rb['wall_over_floor']}",
          "≤ 1.05"),
         ("rate-bound: refusals from our pacing", str(rb["refusals"] or 0), "0"),
         ("rate-bound: real-time equivalent", f"{rb['real_time_equivalent_minutes']} min", "~40 min"),

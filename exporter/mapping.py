@@ -77,12 +77,18 @@ def email_key(email: str) -> int:
     return int.from_bytes(hashlib.blake2b(email.encode(), digest_size=8).digest(), "big")
 
 
+def _is_plainly_valid(email: str) -> bool:
+    """The common case, decided without email-validator: a strict ASCII subset of valid addresses."""
+    if len(email) > 254 or not _FAST_EMAIL.fullmatch(email):
+        return False
+    local, _, domain = email.partition("@")
+    return len(local) <= 64 and "--" not in domain and domain.rsplit(".", 1)[1] not in _SPECIAL_USE_TLDS
+
+
 def check_email(email: str) -> str | None:
     """Return None when ``email`` (already trimmed and lower-cased) is acceptable, else why not."""
-    if len(email) <= 254 and _FAST_EMAIL.fullmatch(email):
-        local, _, domain = email.partition("@")
-        if len(local) <= 64 and "--" not in domain and domain.rsplit(".", 1)[1] not in _SPECIAL_USE_TLDS:
-            return None
+    if _is_plainly_valid(email):
+        return None
     try:
         validate_email(email, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
@@ -126,23 +132,15 @@ class Mapper:
         if len(values) != self._width:
             return self.malformed(values, f"expected {self._width} columns as in model.json, found {len(values)}",
                                   where)
-        customer_id = self._value(values, self._customer_id)
+        customer_id = values[self._customer_id] if self._customer_id is not None else ""
         raw_email = values[self._email].strip()
         if not raw_email:
             return Rejection(customer_id, "", Reason.MISSING_EMAIL, "email column is empty", where)
         email = raw_email.lower()
-        problem = check_email(email)
-        if problem:
-            return Rejection(customer_id, raw_email, Reason.INVALID_EMAIL, problem, where)
-        return Contact(email_key(email), email, customer_id, self._payload(email, values))
-
-    @staticmethod
-    def duplicate(contact: Contact) -> Rejection:
-        """A later row with an email an earlier row already had (the diff stage finds them)."""
-        return Rejection(contact.customer_id, contact.email, Reason.DUPLICATE_EMAIL, "an earlier row has the same email",
-                         describe_origin(contact.origin))
-
-    def _payload(self, email: str, values: Sequence[str]) -> dict[str, Any]:
+        if not _is_plainly_valid(email):
+            problem = check_email(email)
+            if problem:
+                return Rejection(customer_id, raw_email, Reason.INVALID_EMAIL, problem, where)
         payload: dict[str, Any] = {"email": email}
         for name, i in self._optional:
             value = values[i].strip()
@@ -153,7 +151,13 @@ class Mapper:
         if self._tags:
             payload["tags"] = self._tags
         payload["subscribe"] = self._subscribe
-        return payload
+        return Contact(email_key(email), email, customer_id, payload)
+
+    @staticmethod
+    def duplicate(contact: Contact) -> Rejection:
+        """A later row with an email an earlier row already had (the diff stage finds them)."""
+        return Rejection(contact.customer_id, contact.email, Reason.DUPLICATE_EMAIL, "an earlier row has the same email",
+                         describe_origin(contact.origin))
 
     @staticmethod
     def _value(values: Sequence[str], i: int | None) -> str:

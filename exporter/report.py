@@ -58,6 +58,7 @@ class RunReport:
     skip_reason: str | None = None
     rejected_rows_blob: str | None = None
     resumed: dict[str, Any] = field(default_factory=dict)
+    peak_memory_mb: float | None = None
 
     @property
     def exit_code(self) -> int:
@@ -76,6 +77,7 @@ class RunReport:
             "batchIds": self.batch_ids[:MAX_BATCH_IDS_IN_REPORT], "batchCount": len(self.batch_ids),
             "errors": self.errors, "errorKind": self.error_kind, "skipReason": self.skip_reason,
             "rejectedRowsBlob": self.rejected_rows_blob, "resumed": self.resumed,
+            "peakMemoryMb": self.peak_memory_mb,
         }
 
     @classmethod
@@ -92,6 +94,7 @@ class RunReport:
             requests=data.get("requests") or {}, batch_ids=data.get("batchIds") or [],
             errors=data.get("errors") or [], error_kind=data.get("errorKind"), skip_reason=data.get("skipReason"),
             rejected_rows_blob=data.get("rejectedRowsBlob"), resumed=data.get("resumed") or {},
+            peak_memory_mb=data.get("peakMemoryMb"),
         )
 
 
