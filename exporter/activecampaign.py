@@ -10,6 +10,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,22 +34,39 @@ RATE_LIMIT_MESSAGE = "rate limit exceeded"
 
 
 class Pacer:
-    """Spaces request starts evenly at ``rate`` per second, shared by all threads."""
+    """Spaces request starts at ``rate`` per second, shared by all threads.
+
+    Spacing alone lets requests bunch up when the process is starved of CPU (threads that slept until their
+    slot all wake late together), so actual start times are also held to a short sliding window of
+    ``window`` seconds (≥ 4 intervals) allowing ``rate × window`` starts. A longer window on the server side
+    (AC's minute) is then respected too, being made of short ones.
+    """
 
     def __init__(self, rate_per_second: float, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.interval = 1.0 / rate_per_second
+        self._window = max(0.25, 4 * self.interval)
+        self._window_limit = max(1, int(self._window * rate_per_second))
+        self._starts: deque[float] = deque()
         self._next = 0.0
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
 
     def acquire(self) -> None:
-        with self._lock:
-            now = self._clock()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-        if slot > now:
+        while True:
+            with self._lock:
+                now = self._clock()
+                starts = self._starts
+                while starts and starts[0] <= now - self._window:
+                    starts.popleft()
+                slot = max(now, self._next)
+                if len(starts) >= self._window_limit:
+                    slot = max(slot, starts[0] + self._window)
+                if slot <= now:
+                    self._next = now + self.interval
+                    starts.append(now)
+                    return
             self._sleep(slot - now)
 
     def hold_off(self, seconds: float) -> None:

@@ -12,6 +12,7 @@ from exporter.report import ReportStore, RunReport
 from exporter.run import RunOptions, run_export
 from exporter.settings import AppSettings, ExportConfig, parse_exports_config
 
+API_KEY = "test-key-0123456789abcdef"
 LIST_ID = 3
 TIME_SCALE = 60
 MAPPING = {"email": "PrimaryEmail", "firstName": "FirstName", "lastName": "LastName", "phone": "Phone",

@@ -7,28 +7,8 @@ import logging
 import pytest
 
 from devtools.sample_export import write_sample_export
-from emulator import Emulator
 from exporter.cli import main as cli_main
-from tests.helpers import LIST_ID, TIME_SCALE, export_config, export_dict, rejected_rows, run
-
-API_KEY = "test-key-0123456789abcdef"
-
-
-@pytest.fixture
-def emulator():
-    server = Emulator(api_key=API_KEY, lists={LIST_ID: "VIP newsletter"}, time_scale=TIME_SCALE).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def container(azurite, unique_name):
-    from azure.storage.blob import BlobServiceClient
-
-    service = BlobServiceClient.from_connection_string(azurite.connection_string)
-    client = service.create_container(unique_name[:63].rstrip("-"))
-    yield client
-    client.delete_container()
+from tests.helpers import API_KEY, LIST_ID, export_config, export_dict, rejected_rows, run
 
 
 def write_config(tmp_path, *exports) -> str:

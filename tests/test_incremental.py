@@ -9,31 +9,13 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from azure.storage.blob import BlobServiceClient
 
 from devtools.sample_export import write_sample_export
-from emulator import Emulator
 from exporter.settings import STATE_CONTAINER
-from tests.helpers import LIST_ID, TIME_SCALE, export_config, export_dict, run
+from tests.helpers import LIST_ID, export_config, export_dict, run
 
-API_KEY = "test-key-0123456789abcdef"
 T0 = datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def emulator():
-    server = Emulator(api_key=API_KEY, lists={LIST_ID: "VIP newsletter"}, time_scale=TIME_SCALE).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def container(azurite, unique_name):
-    service = BlobServiceClient.from_connection_string(azurite.connection_string)
-    client = service.create_container(unique_name[:63].rstrip("-"))
-    yield client
-    client.delete_container()
 
 
 def sent_emails(emulator) -> list[str]:

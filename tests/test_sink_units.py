@@ -47,6 +47,21 @@ def test_pacer_spaces_requests_and_hold_off_delays_everyone():
     assert now[0] == 104.0
 
 
+def test_pacer_never_lets_late_threads_bunch_up():
+    now = [0.0]
+    pacer = Pacer(100.0, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    starts = []
+    for _ in range(10):
+        pacer.acquire()
+        starts.append(now[0])
+    now[0] += 5.0  # the process was starved: its slots are long past
+    for _ in range(200):
+        pacer.acquire()
+        starts.append(now[0])
+    for t in starts:  # any 0.25 s window holds at most 25 starts (100/s)
+        assert sum(1 for u in starts if t <= u < t + 0.25) <= 25
+
+
 def test_whole_batch_400_reasons_map_to_contacts_by_index_or_email():
     emails = ["a@example.com", "b@example.com", "c@example.com"]
     data = {"failureReasons": [{"contact": 2, "failureReason": "Invalid email address"},

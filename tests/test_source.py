@@ -12,7 +12,6 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient, StorageStreamDownloader
 from email_validator import validate_email
 
-from devtools.azurite import start_azurite
 from devtools.sample_export import COLUMN_NAMES, STALE_DOMAIN, write_sample_export
 from exporter.errors import SourceError
 from exporter.mapping import Contact, Mapper
@@ -21,21 +20,11 @@ from exporter.source import ExportSource, RawRow, iter_rows, open_source, resolv
 
 T0 = datetime(2026, 3, 1, 6, 0, tzinfo=timezone.utc)
 ACCOUNT = "devstoreaccount1"
-_names = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def storage():
-    with start_azurite() as server:
-        yield server
 
 
 @pytest.fixture
-def container(storage):
-    service = BlobServiceClient.from_connection_string(storage.connection_string)
-    client = service.create_container(f"source-{next(_names)}")
-    yield client
-    client.delete_container()
+def storage(azurite):
+    return azurite
 
 
 # ---------------------------------------------------------------------------------------------------------------------
