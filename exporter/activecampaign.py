@@ -54,20 +54,23 @@ class Pacer:
         self._sleep = sleep
 
     def acquire(self) -> None:
-        while True:
+        with self._lock:  # reserve a slot: each thread sleeps once, no herd waking at every interval
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            self._sleep(slot - now)
+        while True:  # threads that woke late together must not start together
             with self._lock:
                 now = self._clock()
                 starts = self._starts
                 while starts and starts[0] <= now - self._window:
                     starts.popleft()
-                slot = max(now, self._next)
-                if len(starts) >= self._window_limit:
-                    slot = max(slot, starts[0] + self._window)
-                if slot <= now:
-                    self._next = now + self.interval
+                if len(starts) < self._window_limit:
                     starts.append(now)
                     return
-            self._sleep(slot - now)
+                wait = starts[0] + self._window - now
+            self._sleep(wait)
 
     def hold_off(self, seconds: float) -> None:
         """No request may start for ``seconds`` from now (after a refusal)."""
