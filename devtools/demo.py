@@ -80,15 +80,17 @@ def main() -> int:
         if exporter_cli(["validate", "--config", str(config_path)], env) != 0:
             return 1
 
-        banner("First run: every valid contact, with faults injected (15% of bulk imports: 429, 503, dropped)")
+        banner("First run: every valid contact, with faults injected (429, 503, dropped connections, a bad batch)")
+        emulator.faults.script(["429", "503", "drop"], path="bulk_import")
         emulator.faults.set(rate_429=0.05, rate_503=0.05, rate_drop=0.05, paths=("bulk_import",))
+        emulator.reject_emails({sorted(sample.expected)[100]})  # valid to us, refused by "ActiveCampaign"
         if exporter_cli(["run", "--config", str(config_path)], env) != 0:
             return 1
         emulator.faults.set()
         subscribed = emulator.subscribers(LIST_ID)
         stale = [e for e in subscribed if e in set(sample.stale_emails)]
-        print(f"\nActiveCampaign list {LIST_ID} now has {len(subscribed)} subscribers "
-              f"(expected {len(sample.expected)}); stale-folder contacts on it: {len(stale)}")
+        print(f"\nActiveCampaign list {LIST_ID} now has {len(subscribed)} subscribers: every valid contact but the one "
+              f"ActiveCampaign refused ({len(sample.expected) - 1}); stale-folder contacts on it: {len(stale)}")
 
         banner("The segment changes: a newer export with some rows changed, dropped and added")
         write_sample_export(container, path=EXPORT_PATH, entity="VipCustomers", rows=5000, partitions=3, seed=7,
