@@ -9,7 +9,7 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
@@ -170,12 +170,13 @@ class ExportRun:
             self.report.errors.append(loaded.problem)
         if loaded.journal is not None:
             self._resume(loaded.journal, client)
-            etag = store.save(self.export.name, self.state.merged(), etag)
-            self.state = SyncState(self.state.merged())
+            resumed = self.state.merged()
+            etag = store.save(self.export.name, resumed, etag)
+            self.state = SyncState(resumed)
             store.drop_journal(self.export.name)
-        self.journal = store.journal(self.export.name, self.export.destination.rate_limits.bulk_imports_per_minute / 60)
-        sink = BulkSink(client, self, bulk_rate=self.export.destination.rate_limits.bulk_imports_per_minute / 60.0,
-                        poll=self._poll_timing())
+        bulk_rate = self.export.destination.rate_limits.bulk_imports_per_minute / 60.0
+        self.journal = store.journal(self.export.name, bulk_rate)
+        sink = BulkSink(client, self, bulk_rate=bulk_rate, poll=self._poll_timing())
         try:
             seen = self._send_changes(container, source, mapper, sink)
             if self.export.remove_missing:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .activecampaign import BODY_OVERHEAD, MAX_CONTACTS_PER_REQUEST, MAX_REQUEST_BYTES, ActiveCampaignClient, BatchRejected, ImportStatus
+from .activecampaign import BODY_OVERHEAD, MAX_CONTACTS_PER_REQUEST, MAX_REQUEST_BYTES, ActiveCampaignClient, BatchRejected
 from .errors import ExporterError
 from .mapping import Contact, Reason, Rejection
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient, StorageStreamDownloader
+from azure.storage.blob import ContainerClient, StorageStreamDownloader
 from email_validator import validate_email
 
 from devtools.sample_export import COLUMN_NAMES, STALE_DOMAIN, write_sample_export
