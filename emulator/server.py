@@ -8,9 +8,10 @@ from __future__ import annotations
 import gc
 import socket
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -42,12 +43,12 @@ class Emulator:
     def __init__(self, api_key: str = "test-key", *, lists: dict[int, str] | None = None, time_scale: float = 1.0,
                  latency: float = 0.0, enforce_limits: bool = True, bulk_per_minute: int = 100,
                  single_per_minute: int = 20, requests_per_second: int = 5, import_delay: float = 1.0,
-                 seed: int = 0, port: int = 0) -> None:
+                 seed: int = 0, port: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
         self.config = Config(api_key, time_scale, latency, enforce_limits, bulk_per_minute, single_per_minute,
                              requests_per_second, import_delay, seed)
-        self.account = Account(self.config, DEFAULT_LISTS if lists is None else lists)
+        self.account = Account(self.config, DEFAULT_LISTS if lists is None else lists, clock)
         self._port = port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

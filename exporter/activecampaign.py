@@ -7,6 +7,7 @@ exceeded.") push the pacer back for every thread, not just the one that was refu
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -26,7 +27,7 @@ MAX_CONTACTS_PER_REQUEST = 250
 MAX_REQUEST_BYTES = 400_000
 # Headroom under AC's sliding windows, so thread and network jitter never push a request over a limit. The bulk
 # limit sets the run's pace, so its margin is thin; the general limit has spare room, so it gets a wide one.
-BULK_PACING_MARGIN = 0.97
+BULK_PACING_MARGIN = 0.98
 GENERAL_PACING_MARGIN = 0.85
 # import/info polls may use this share of what bulk imports leave of the general limit; bulk imports come first.
 POLL_SHARE = 0.8
@@ -45,8 +46,10 @@ class Pacer:
     def __init__(self, rate_per_second: float, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.interval = 1.0 / rate_per_second
-        self._window = max(0.25, 4 * self.interval)
-        self._window_limit = max(1, int(self._window * rate_per_second))
+        # A whole number of intervals (≥ 4, ≥ 0.25 s), so the window allows exactly ``rate`` and costs nothing
+        # when starts are evenly spaced.
+        self._window_limit = max(4, math.ceil(0.25 * rate_per_second))
+        self._window = self._window_limit * self.interval
         self._starts: deque[float] = deque()
         self._next = 0.0
         self._lock = threading.Lock()
