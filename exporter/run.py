@@ -20,6 +20,7 @@ from . import logsafe
 from .activecampaign import ActiveCampaignClient
 from .errors import ConfigError, ExporterError, RunLocked, TransientError
 from .mapping import SUBSCRIBE, UNSUBSCRIBE, Contact, Mapper, Reason, Rejection, describe_origin
+from .memory import peak_memory_mb, tune_allocator
 from .report import RejectedRows, ReportStore, RunReport, new_run_id, utc_now
 from .secrets import get_api_key
 from .settings import AppSettings, ExportConfig
@@ -61,18 +62,6 @@ class Progress:
     phase: str = "reading"
 
 
-def peak_memory_mb() -> float | None:
-    """This process's peak resident memory (Linux), to size instances by; None where unknown."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
-
 def fingerprint(encoded: bytes) -> int:
     """64-bit digest of exactly what AC receives for a contact (values, tags, list)."""
     return int.from_bytes(hashlib.blake2b(encoded, digest_size=8).digest(), "big") or 1
@@ -92,6 +81,7 @@ def run_export(export: ExportConfig, app: AppSettings, options: RunOptions | Non
         reports.save(report)
         return report
     reports.save(report)
+    tune_allocator()
     rejected = RejectedRows()
     started = time.monotonic()
     try:
@@ -136,6 +126,7 @@ class ExportRun:
         self._started = time.monotonic()
         self._last_progress = 0.0
         self._resubscribe: list[Contact] = []
+        self._subscribed_before = 0
         self.state = SyncState()
         self.journal = None
 
@@ -170,17 +161,16 @@ class ExportRun:
             self.report.errors.append(loaded.problem)
         if loaded.journal is not None:
             self._resume(loaded.journal, client)
-            resumed = self.state.merged()
-            etag = store.save(self.export.name, resumed, etag)
-            self.state = SyncState(resumed)
+            etag = store.save(self.export.name, self.state, etag)
             store.drop_journal(self.export.name)
+        self._subscribed_before = self.state.subscribed_count()  # the mirror brake's measure of the list
         bulk_rate = self.export.destination.rate_limits.bulk_imports_per_minute / 60.0
         self.journal = store.journal(self.export.name, bulk_rate)
         sink = BulkSink(client, self, bulk_rate=bulk_rate, poll=self._poll_timing())
         try:
             seen = self._send_changes(container, source, mapper, sink)
             if self.export.remove_missing:
-                self._remove_missing(seen, client, sink)
+                self._remove_missing(seen.sorted(), client, sink)
             sink.close()
             self._resubscribe_returners(client)
         except BaseException:
@@ -196,7 +186,7 @@ class ExportRun:
 
     def _save_state(self, store: StateStore, etag: str | None) -> None:
         try:
-            store.save(self.export.name, self.state.merged(), etag)
+            store.save(self.export.name, self.state, etag)
         except ResourceModifiedError:
             self.report.errors.append("the sync state changed during this run; kept the journal so the next "
                                       "run replays this run's confirmations")
@@ -238,7 +228,7 @@ class ExportRun:
 
     # --- sending changes -----------------------------------------------------------------------------------
 
-    def _send_changes(self, container, source: ExportSource, mapper: Mapper, sink: BulkSink) -> np.ndarray:
+    def _send_changes(self, container, source: ExportSource, mapper: Mapper, sink: BulkSink) -> KeySet:
         """Stream rows, send new and changed contacts; returns the keys of every valid contact seen."""
         batcher = Batcher()
 
@@ -253,7 +243,7 @@ class ExportRun:
             self._send(sink, last)
         return seen
 
-    def _diff(self, container, source: ExportSource, mapper: Mapper, send: Callable[[Contact], None]) -> np.ndarray:
+    def _diff(self, container, source: ExportSource, mapper: Mapper, send: Callable[[Contact], None]) -> KeySet:
         """Hand new and changed contacts to ``send``, in chunks; returns the keys of every valid contact seen."""
         chunk: list[Contact] = []
         seen = KeySet()
@@ -264,7 +254,7 @@ class ExportRun:
                 chunk = []
         if chunk:
             self._diff_chunk(chunk, seen, send)
-        return seen.sorted()
+        return seen
 
     def _contacts(self, container, source: ExportSource, mapper: Mapper) -> Iterable[Contact]:
         rows_read = 0
@@ -315,7 +305,7 @@ class ExportRun:
         keys, emails = self.state.subscribed_missing_from(seen)
         if not len(keys):
             return
-        list_size = max(self.state.subscribed_count(), 1)
+        list_size = max(self._subscribed_before, 1)
         share = len(keys) / list_size
         if share > self.export.max_removal_share and not self.options.force_removal:
             message = (f"mirror mode would unsubscribe {len(keys)} of the {list_size} contacts this export keeps on "

@@ -3,7 +3,8 @@
 - ``<export>/lock``: a blob lease; one run per export at a time; a crashed host's lease expires by itself.
 - ``<export>/state.bin``: for every contact this export put on (or took off) the list, a 64-bit key of the
   email, a 64-bit fingerprint of what ActiveCampaign confirmed, a flag, and the email (needed to unsubscribe
-  leavers). Sorted numpy arrays: ~25 MB for 1M contacts. Replaced atomically with an ETag condition.
+  leavers). Numpy arrays sorted by key plus an email buffer: ~20 MB for 1M contacts. Replaced atomically with
+  an ETag condition.
 - ``<export>/journal``: an append blob written during a run: batches submitted (with their contacts) and
   batches confirmed. A run that dies leaves it behind; the next run replays it, asks ActiveCampaign about
   batches that were in flight, folds everything confirmed into the state and only then starts sending.
@@ -139,14 +140,63 @@ class KeySet:
 # --- the sync state -------------------------------------------------------------------------------------------
 
 
+class Strings:
+    """Many short strings (emails) in one UTF-8 buffer, each ended by a newline.
+
+    A million emails take one ~26 MB buffer, where a list of bytes objects takes ~70 MB and pins the
+    allocator's pools for the whole run. Offsets are worked out only when strings are picked by index.
+    """
+
+    __slots__ = ("data", "_count")
+    _GATHER_CHUNK = 65536
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = data
+        self._count: int | None = None
+
+    @classmethod
+    def of(cls, items: Iterable[str]) -> "Strings":
+        text = "\n".join(items)
+        return cls((text + "\n").encode() if text else b"")
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = self.data.count(b"\n")
+        return self._count
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Strings) and self.data == other.data
+
+    def tolist(self) -> list[str]:
+        return self.data.decode().split("\n")[:-1] if self.data else []
+
+    def take(self, indexes: np.ndarray) -> "Strings":
+        """The strings at ``indexes``, in that order (vectorised, in bounded chunks)."""
+        indexes = np.asarray(indexes, np.int64)
+        source = np.frombuffer(self.data, np.uint8)
+        offsets = np.concatenate([np.zeros(1, np.int64), np.flatnonzero(source == 10) + 1])
+        pieces = []
+        for lo in range(0, len(indexes), self._GATHER_CHUNK):
+            chunk = indexes[lo:lo + self._GATHER_CHUNK]
+            starts, lengths = offsets[chunk], offsets[chunk + 1] - offsets[chunk]
+            out_starts = np.cumsum(lengths) - lengths
+            positions = np.repeat(starts - out_starts, lengths) + np.arange(int(lengths.sum()))
+            pieces.append(source[positions].tobytes())
+        return Strings(b"".join(pieces))
+
+    @classmethod
+    def concat(cls, parts: list["Strings"]) -> "Strings":
+        return cls(b"".join(p.data for p in parts))
+
+
 @dataclass
 class Entries:
-    """Contacts as parallel arrays (what the state stores and the journal carries)."""
+    """Contacts as parallel arrays (what the journal carries and a run confirms)."""
 
     keys: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
     fingerprints: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
     flags: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint8))
-    emails: list[bytes] = field(default_factory=list)
+    emails: Strings = field(default_factory=Strings)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -154,103 +204,257 @@ class Entries:
     @classmethod
     def of(cls, keys: Iterable[int], fingerprints: Iterable[int], flags: Iterable[int], emails: list[str]) -> "Entries":
         return cls(np.fromiter(keys, np.uint64), np.fromiter(fingerprints, np.uint64),
-                   np.fromiter(flags, np.uint8), [e.encode() for e in emails])
+                   np.fromiter(flags, np.uint8), Strings.of(emails))
+
+    @classmethod
+    def concat(cls, parts: list["Entries"]) -> "Entries":
+        if len(parts) == 1:
+            return parts[0]
+        return cls(np.concatenate([p.keys for p in parts]), np.concatenate([p.fingerprints for p in parts]),
+                   np.concatenate([p.flags for p in parts]), Strings.concat([p.emails for p in parts]))
+
+    def take(self, indexes: np.ndarray) -> "Entries":
+        return Entries(self.keys[indexes], self.fingerprints[indexes], self.flags[indexes], self.emails.take(indexes))
 
     def without_emails(self, failed: set[str]) -> "Entries":
         if not failed:
             return self
-        keep = [i for i, e in enumerate(self.emails) if e.decode() not in failed]
-        return Entries(self.keys[keep], self.fingerprints[keep], self.flags[keep], [self.emails[i] for i in keep])
+        keep = np.array([i for i, e in enumerate(self.emails.tolist()) if e not in failed], np.int64)
+        return self.take(keep)
+
+    def latest_per_key(self) -> "Entries":
+        """One entry per key, the last one given, sorted by key."""
+        _, first_in_reversed = np.unique(self.keys[::-1], return_index=True)
+        return self.take(len(self) - 1 - first_in_reversed)
+
+
+class EmailStore:
+    """Append-only emails, referred to by their position; an email never changes for a key (the key is its hash)."""
+
+    def __init__(self, chunks: list[Strings] | None = None) -> None:
+        self.chunks: list[Strings] = []
+        self._starts: list[int] = []
+        self.count = 0
+        for chunk in chunks or []:
+            self.append(chunk)
+
+    def append(self, emails: Strings) -> int:
+        """Add ``emails``; returns the position of the first."""
+        first = self.count
+        if len(emails):
+            self.chunks.append(emails)
+            self._starts.append(first)
+            self.count += len(emails)
+        return first
+
+    def get(self, refs: np.ndarray) -> list[str]:
+        """The emails at positions ``refs``, in that order."""
+        refs = np.asarray(refs, np.int64)
+        out: list[str] = [""] * len(refs)
+        which = np.searchsorted(np.asarray(self._starts, np.int64), refs, side="right") - 1
+        for chunk_no in np.unique(which).tolist():
+            picked = np.flatnonzero(which == chunk_no)
+            emails = self.chunks[chunk_no].take(refs[picked] - self._starts[chunk_no]).tolist()
+            for i, email in zip(picked.tolist(), emails):
+                out[i] = email
+        return out
 
 
 class SyncState:
-    """What ActiveCampaign confirmed for this export, as sorted arrays, plus this run's confirmations."""
+    """What ActiveCampaign confirmed for this export: key, fingerprint, flag and email per contact.
+
+    Keys, fingerprints, flags and email positions are arrays sorted by key; emails live in an append-only
+    store. A run's confirmations are folded in every ``COMPACT_EVERY`` contacts, so memory stays at ~30 bytes
+    a contact plus the email, with no large copies at the end of a run.
+    """
+
+    COMPACT_EVERY = 65536
 
     def __init__(self, base: Entries | None = None) -> None:
         base = base or Entries()
         order = np.argsort(base.keys, kind="stable")
-        self.keys = base.keys[order]
-        self.fingerprints = base.fingerprints[order]
-        self.flags = base.flags[order]
-        self._emails = [base.emails[i] for i in order] if base.emails else []
-        self._updates: list[Entries] = []
+        self._emails = EmailStore([base.emails])
+        self._set_table(base.keys[order], base.fingerprints[order], base.flags[order], order.astype(np.uint32))
+        self._recent: list[Entries] = []
+        self._recent_count = 0
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_columns(cls, keys: np.ndarray, fingerprints: np.ndarray, flags: np.ndarray, refs: np.ndarray,
+                     emails: Strings) -> "SyncState":
+        state = cls()
+        state._emails = EmailStore([emails])
+        state._set_table(keys, fingerprints, flags, refs)
+        return state
+
+    def _set_table(self, keys: np.ndarray, fingerprints: np.ndarray, flags: np.ndarray, refs: np.ndarray) -> None:
+        # One tuple, swapped whole: readers on other threads see either the old table or the new one.
+        self._table = (keys, fingerprints, flags, refs)
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self._table[0]
+
+    @property
+    def fingerprints(self) -> np.ndarray:
+        return self._table[1]
+
+    @property
+    def flags(self) -> np.ndarray:
+        return self._table[2]
+
+    @property
+    def refs(self) -> np.ndarray:
+        return self._table[3]
+
+    @property
+    def emails(self) -> EmailStore:
+        return self._emails
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Confirmed fingerprint and flag for each key (0, 0 where unknown)."""
-        if not len(self.keys):
+        known, fps, flags, _ = self._table
+        if not len(known):
             return np.zeros(len(keys), np.uint64), np.zeros(len(keys), np.uint8)
-        pos = np.searchsorted(self.keys, keys)
-        pos_clipped = np.minimum(pos, len(self.keys) - 1)
-        found = self.keys[pos_clipped] == keys
-        return (np.where(found, self.fingerprints[pos_clipped], 0).astype(np.uint64),
-                np.where(found, self.flags[pos_clipped], 0).astype(np.uint8))
+        pos = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+        found = known[pos] == keys
+        return (np.where(found, fps[pos], 0).astype(np.uint64), np.where(found, flags[pos], 0).astype(np.uint8))
 
     def record(self, entries: Entries) -> None:
-        """Contacts ActiveCampaign has confirmed in this run."""
-        if len(entries):
-            with self._lock:
-                self._updates.append(entries)
+        """Contacts ActiveCampaign has confirmed; a later confirmation of a key replaces an earlier one."""
+        if not len(entries):
+            return
+        with self._lock:
+            self._recent.append(entries)
+            self._recent_count += len(entries)
+            if self._recent_count >= self.COMPACT_EVERY:
+                self._fold()
+
+    def fold(self) -> "SyncState":
+        """Apply every confirmation recorded so far; returns self."""
+        with self._lock:
+            self._fold()
+        return self
+
+    def _fold(self) -> None:
+        if not self._recent:
+            return
+        update = Entries.concat(self._recent).latest_per_key()
+        self._recent, self._recent_count = [], 0
+        keys, fps, flags, refs = self._table
+        pos = np.searchsorted(keys, update.keys)
+        found = pos < len(keys)
+        found[found] = keys[pos[found]] == update.keys[found]
+        fps, flags = fps.copy(), flags.copy()
+        fps[pos[found]], flags[pos[found]] = update.fingerprints[found], update.flags[found]
+        new = np.flatnonzero(~found)
+        first_ref = self._emails.append(update.emails.take(new))
+        at = pos[new]
+        self._set_table(np.insert(keys, at, update.keys[new]), np.insert(fps, at, update.fingerprints[new]),
+                        np.insert(flags, at, update.flags[new]),
+                        np.insert(refs, at, np.arange(first_ref, first_ref + len(new), dtype=np.uint32)))
 
     @property
     def pending_updates(self) -> int:
-        return sum(len(u) for u in self._updates)
+        with self._lock:
+            return self._recent_count
 
     def subscribed_missing_from(self, seen: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Contacts this export subscribed that are not in ``seen`` (sorted keys): candidates for removal."""
-        mask = (self.flags == SUBSCRIBED) & ~np.isin(self.keys, seen, assume_unique=False)
-        idx = np.nonzero(mask)[0]
-        return self.keys[idx], [self._emails[i].decode() for i in idx]
+        keys, _, flags, refs = self.fold()._table
+        idx = np.flatnonzero((flags == SUBSCRIBED) & ~np.isin(keys, seen))
+        return keys[idx], self._emails.get(refs[idx])
 
     def subscribed_count(self) -> int:
         return int(np.count_nonzero(self.flags == SUBSCRIBED))
 
-    def merged(self) -> Entries:
-        """The state with this run's confirmations applied (later confirmations win)."""
-        parts = [Entries(self.keys, self.fingerprints, self.flags, self._emails)] + self._updates
-        keys = np.concatenate([p.keys for p in parts])
-        fps = np.concatenate([p.fingerprints for p in parts])
-        flags = np.concatenate([p.flags for p in parts])
-        emails = [e for p in parts for e in p.emails]
-        # Keep the last occurrence of each key: reverse, take first unique, map back.
-        rev = keys[::-1]
-        _, first_in_rev = np.unique(rev, return_index=True)
-        last = len(keys) - 1 - first_in_rev
-        return Entries(keys[last], fps[last], flags[last], [emails[i] for i in last])
+    def entries(self) -> Entries:
+        """Everything, sorted by key, emails aligned (for tests and tools: it copies every email)."""
+        keys, fps, flags, refs = self.fold()._table
+        return Entries(keys, fps, flags, Strings.of(self._emails.get(refs)))
+
+
+_VERSION = 2
 
 
 def encode_entries(entries: Entries) -> bytes:
-    header = orjson.dumps({"count": len(entries), "version": 1})
-    sections = [entries.keys.astype("<u8").tobytes(), entries.fingerprints.astype("<u8").tobytes(),
-                entries.flags.astype(np.uint8).tobytes(), b"\n".join(entries.emails)]
-    compressed = [zlib.compress(s, 1) for s in sections]
-    return (_MAGIC + struct.pack("<I", len(header)) + header
-            + b"".join(struct.pack("<Q", len(c)) + c for c in compressed))
+    """A batch's entries with aligned emails (journal records)."""
+    return _pack({"count": len(entries), "version": 1},
+                 [[entries.keys.astype("<u8")], [entries.fingerprints.astype("<u8")], [entries.flags.astype(np.uint8)],
+                  [memoryview(entries.emails.data)[:-1]]])
 
 
 def decode_entries(data: bytes) -> Entries:
+    header, sections = _unpack(data, 4)
+    count = header["count"]
+    keys, fps, flags = _columns(sections[:3])
+    emails = Strings(sections[3] + b"\n" if count else b"")
+    if not (len(keys) == len(fps) == len(flags) == len(emails) == count):
+        raise ValueError("sections disagree in length")
+    return Entries(keys, fps, flags, emails)
+
+
+def encode_state(state: SyncState) -> bytes:
+    keys, fps, flags, refs = state.fold()._table
+    return _pack({"count": len(keys), "emails": state.emails.count, "version": _VERSION},
+                 [[keys.astype("<u8", copy=False)], [fps.astype("<u8", copy=False)],
+                  [flags.astype(np.uint8, copy=False)], [refs.astype("<u4", copy=False)],
+                  [chunk.data for chunk in state.emails.chunks]])
+
+
+def decode_state(data: bytes) -> SyncState:
+    """A saved sync state; also reads version 1 files (emails aligned with the keys)."""
+    header = _header(data)
+    if header.get("version", 1) == 1:
+        return SyncState(decode_entries(data))
+    _, sections = _unpack(data, 5)
+    keys, fps, flags = _columns(sections[:3])
+    refs = np.frombuffer(sections[3], "<u4")
+    emails = Strings(sections[4])
+    count = header["count"]
+    if not (len(keys) == len(fps) == len(flags) == len(refs) == count) or len(emails) != header["emails"]:
+        raise ValueError("sync state sections disagree in length")
+    if count and int(refs.max()) >= len(emails):
+        raise ValueError("sync state refers to emails it does not hold")
+    return SyncState.from_columns(keys, fps, flags, refs, emails)
+
+
+def _pack(header: dict, sections: list[list]) -> bytes:
+    """Magic, header, then each section zlib-compressed (a section may come in several buffers)."""
+    head = orjson.dumps(header)
+    out = [_MAGIC, struct.pack("<I", len(head)), head]
+    for buffers in sections:
+        compressor = zlib.compressobj(1)
+        compressed = b"".join([compressor.compress(b) for b in buffers] + [compressor.flush()])
+        out += [struct.pack("<Q", len(compressed)), compressed]
+    return b"".join(out)
+
+
+def _header(data: bytes) -> dict:
     if data[:8] != _MAGIC:
         raise ValueError("not a sync state file (bad magic)")
     (header_len,) = struct.unpack_from("<I", data, 8)
-    header = orjson.loads(data[12:12 + header_len])
-    offset = 12 + header_len
+    return orjson.loads(data[12:12 + header_len])
+
+
+def _unpack(data: bytes, count: int) -> tuple[dict, list[bytes]]:
+    header = _header(data)
+    offset = 12 + struct.unpack_from("<I", data, 8)[0]
     sections = []
-    for _ in range(4):
+    for _ in range(count):
         (length,) = struct.unpack_from("<Q", data, offset)
         offset += 8
         sections.append(zlib.decompress(data[offset:offset + length]))
         offset += length
-    count = header["count"]
-    keys = np.frombuffer(sections[0], "<u8").astype(np.uint64)
-    fps = np.frombuffer(sections[1], "<u8").astype(np.uint64)
-    flags = np.frombuffer(sections[2], np.uint8).copy()
-    emails = sections[3].split(b"\n") if count else []
-    if not (len(keys) == len(fps) == len(flags) == len(emails) == count):
-        raise ValueError("sync state sections disagree in length")
-    return Entries(keys, fps, flags, emails)
+    return header, sections
+
+
+def _columns(sections: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Read-only views, no copies: folding a run's confirmations in builds new arrays anyway.
+    return np.frombuffer(sections[0], "<u8"), np.frombuffer(sections[1], "<u8"), np.frombuffer(sections[2], np.uint8)
 
 
 # --- the journal ----------------------------------------------------------------------------------------------
@@ -416,7 +620,7 @@ class StateStore:
             loaded = LoadedState(SyncState(), None, None)
         else:
             try:
-                loaded = LoadedState(SyncState(decode_entries(data)), etag)
+                loaded = LoadedState(decode_state(data), etag)
             except (ValueError, zlib.error, struct.error, orjson.JSONDecodeError, KeyError) as exc:
                 aside = f"{export}/state.bin.unreadable-{run_id}"
                 if not read_only:
@@ -434,10 +638,10 @@ class StateStore:
             return None
         return replay_journal(data)
 
-    def save(self, export: str, entries: Entries, etag: str | None) -> str:
+    def save(self, export: str, state: SyncState, etag: str | None) -> str:
         """Replace the state atomically: fails (ResourceModifiedError) if someone else replaced it meanwhile."""
         blob = self.container.get_blob_client(f"{export}/state.bin")
-        data = encode_entries(entries)
+        data = encode_state(state)
         if etag:
             result = blob.upload_blob(data, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified)
         else:

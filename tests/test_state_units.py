@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporter.state import (SUBSCRIBED, UNSUBSCRIBED, Entries, KeySet, SyncState, decode_entries, encode_confirmed,
-                            encode_entries, encode_submitted, replay_journal)
+from exporter.state import (SUBSCRIBED, UNSUBSCRIBED, Entries, KeySet, Strings, SyncState, decode_entries,
+                            decode_state, encode_confirmed, encode_entries, encode_state, encode_submitted,
+                            replay_journal)
 
 
 def entries(keys, fp_base=100, flag=SUBSCRIBED) -> Entries:
@@ -18,7 +19,67 @@ def test_encode_decode_round_trip():
     decoded = decode_entries(encode_entries(original))
     assert decoded.keys.tolist() == [5, 1, 2**64 - 1]
     assert decoded.fingerprints.tolist() == [105, 101, (2**64 - 1 + 100) % 2**64]
-    assert decoded.emails == [b"u5@example.com", b"u1@example.com", f"u{2**64 - 1}@example.com".encode()]
+    assert decoded.emails.tolist() == ["u5@example.com", "u1@example.com", f"u{2**64 - 1}@example.com"]
+
+
+def test_strings_keep_order_through_take_and_concat():
+    emails = ["a@example.com", "bé@exämple.com", "c@x.org", "d@example.com"]
+    strings = Strings.of(emails)
+    assert len(strings) == 4 and strings.tolist() == emails
+    assert strings.take(np.array([3, 1, 1, 0])).tolist() == ["d@example.com", "bé@exämple.com", "bé@exämple.com",
+                                                            "a@example.com"]
+    assert strings.take(np.array([], np.int64)).tolist() == [] and len(Strings.of([])) == 0
+    joined = Strings.concat([Strings.of(["x@example.com"]), Strings(), strings])
+    assert joined.tolist() == ["x@example.com", *emails]
+
+
+def test_strings_take_crosses_gather_chunks(monkeypatch):
+    monkeypatch.setattr(Strings, "_GATHER_CHUNK", 3)
+    emails = [f"user{i}@example.com" for i in range(10)]
+    order = np.array([9, 0, 5, 5, 2, 7, 1], np.int64)
+    assert Strings.of(emails).take(order).tolist() == [emails[i] for i in order]
+
+
+def test_confirmations_are_compacted_and_the_last_one_wins(monkeypatch):
+    monkeypatch.setattr(SyncState, "COMPACT_EVERY", 4)
+    state = SyncState(entries([1, 2]))
+    for key in range(2, 12):
+        state.record(entries([key], fp_base=900))
+    state.record(entries([3], fp_base=7))
+    assert state.pending_updates == 3 and len(state.keys) == 9  # two folds of four, three still to fold
+    merged = state.entries()
+    assert merged.keys.tolist() == list(range(1, 12))
+    assert merged.fingerprints.tolist() == [101, 902, 10] + [k + 900 for k in range(4, 12)]
+    assert merged.emails.tolist() == [f"u{k}@example.com" for k in range(1, 12)]
+
+
+def test_state_round_trips_with_emails_added_by_several_folds(monkeypatch):
+    monkeypatch.setattr(SyncState, "COMPACT_EVERY", 2)
+    state = SyncState(entries([50, 10]))
+    for key in (30, 10, 70, 20, 60):
+        state.record(entries([key], fp_base=1))
+    decoded = decode_state(encode_state(state))
+    assert len(decoded.emails.chunks) == 1
+    original, again = state.entries(), decoded.entries()
+    assert again.keys.tolist() == [10, 20, 30, 50, 60, 70] == original.keys.tolist()
+    assert again.fingerprints.tolist() == original.fingerprints.tolist() == [11, 21, 31, 150, 61, 71]
+    assert again.emails.tolist() == [f"u{k}@example.com" for k in (10, 20, 30, 50, 60, 70)]
+
+
+def test_version_1_state_files_still_load():
+    old = encode_entries(entries([3, 1, 2]))  # version 1: emails aligned with the keys
+    state = decode_state(old)
+    assert state.entries().emails.tolist() == ["u1@example.com", "u2@example.com", "u3@example.com"]
+
+
+def test_decode_state_refuses_references_to_missing_emails():
+    state = SyncState(entries([1, 2]))
+    data = bytearray(encode_state(state))
+    broken = SyncState.from_columns(state.keys, state.fingerprints, state.flags, np.array([0, 5], np.uint32),
+                                    Strings.of(["u1@example.com", "u2@example.com"]))
+    with pytest.raises(ValueError, match="refers to emails"):
+        decode_state(encode_state(broken))
+    assert decode_state(bytes(data)).entries().keys.tolist() == [1, 2]
 
 
 def test_decode_rejects_garbage():
@@ -37,7 +98,7 @@ def test_merged_applies_later_confirmations_over_older():
     state = SyncState(entries([1, 2, 3]))
     state.record(entries([2, 4], fp_base=500))
     state.record(Entries.of([3], [0], [UNSUBSCRIBED], ["u3@example.com"]))
-    merged = state.merged()
+    merged = state.entries()
     by_key = dict(zip(merged.keys.tolist(), zip(merged.fingerprints.tolist(), merged.flags.tolist())))
     assert by_key == {1: (101, 1), 2: (502, 1), 3: (0, 2), 4: (504, 1)}
 
@@ -45,7 +106,7 @@ def test_merged_applies_later_confirmations_over_older():
 def test_removal_candidates_are_only_subscribed_contacts_missing_from_the_export():
     state = SyncState(entries([1, 2, 3]))
     state.record(Entries.of([4], [0], [UNSUBSCRIBED], ["u4@example.com"]))
-    state = SyncState(state.merged())
+    state = SyncState(state.entries())
     keys, emails = state.subscribed_missing_from(np.array([2], np.uint64))
     assert keys.tolist() == [1, 3] and emails == ["u1@example.com", "u3@example.com"]
 
