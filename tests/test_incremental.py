@@ -123,19 +123,20 @@ def test_corrupt_state_means_a_full_run_with_a_clear_message(app_env, emulator, 
 
 
 def test_killed_run_is_resumed_without_losing_or_resending_much(app_env, emulator, container, tmp_path):
-    sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=10000,
+    # 30,000 rows (120 batches): the bound, 5% above the export's size, is then 5 batches, the journal's
+    # grouping plus what AC takes while a journal write is on its way. (With 10,000 rows it was a single batch,
+    # which a loaded machine could miss.) 12 bulk requests/s: killed after 20, about 1.7 s in.
+    sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=30000,
                                  partitions=4, seed=8, with_stale_folder=False, bad_rows=False)
-    # 8 bulk requests/s: the 40 batches take ~5 s, long enough to be killed half-way. The journal groups a
-    # quarter second of submissions (2 batches here), so a kill costs at most that plus what was in flight.
     export = export_dict("resume", emulator.hostname, container.container_name, sample.path)
-    export["destination"]["rateLimits"] = {"bulkImportsPerMinute": 480, "requestsPerSecond": 300}
+    export["destination"]["rateLimits"] = {"bulkImportsPerMinute": 720, "requestsPerSecond": 300}
     config = tmp_path / "exports.json"
     config.write_text(json.dumps({"exports": [export]}), encoding="utf-8")
     process = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(config)],
                                env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while len(emulator.bulk_import_requests(accepted_only=True)) < 15:
+        while len(emulator.bulk_import_requests(accepted_only=True)) < 20:
             assert process.poll() is None, "the run finished before it could be killed"
             assert time.monotonic() < deadline, "the run never got going"
             time.sleep(0.01)
