@@ -58,11 +58,13 @@ class Rejection:
     where: str = ""
 
 
-# A strict ASCII subset of what email-validator accepts, so the common case skips its ~20 µs per call.
+# A strict ASCII subset of what email-validator accepts, so the common case skips its ~20 µs per call: a local part
+# of at most 64 characters, no "--" in the domain (punycode goes the slow way), and no special-use TLD.
 _FAST_EMAIL = re.compile(
-    r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
+    r"(?=[^@]{1,64}@)[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@(?!.*--)"
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?!(?:arpa|invalid|local|localhost|onion|test)\Z)[a-z]{2,63}"
 )
-_SPECIAL_USE_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
+_fast_email_match = _FAST_EMAIL.fullmatch
 
 
 def describe_origin(origin: tuple[str, int, int] | None) -> str:
@@ -79,10 +81,7 @@ def email_key(email: str) -> int:
 
 def _is_plainly_valid(email: str) -> bool:
     """The common case, decided without email-validator: a strict ASCII subset of valid addresses."""
-    if len(email) > 254 or not _FAST_EMAIL.fullmatch(email):
-        return False
-    local, _, domain = email.partition("@")
-    return len(local) <= 64 and "--" not in domain and domain.rsplit(".", 1)[1] not in _SPECIAL_USE_TLDS
+    return len(email) <= 254 and _fast_email_match(email) is not None
 
 
 def check_email(email: str) -> str | None:
