@@ -1,6 +1,7 @@
 """Rate-limit windows and fault injection for the emulator."""
 from __future__ import annotations
 
+import bisect
 import random
 import threading
 from collections import deque
@@ -11,22 +12,27 @@ FAULT_KINDS = ("429", "503", "500", "drop", "ratelimit400")
 
 
 class SlidingWindow:
-    """At most ``limit`` admissions in any ``seconds``-long window. Callers hold the account lock."""
+    """At most ``limit`` admissions in any ``seconds``-long window. Callers hold the account lock.
+
+    Requests are timed when they arrive, but admitted in the order they get the account lock, so times can come
+    slightly out of order: they are kept sorted and each is checked against the window that ends at it.
+    """
 
     def __init__(self, limit: int, seconds: float) -> None:
         self.limit = limit
         self.seconds = seconds
-        self._times: deque[float] = deque()
+        self._times: list[float] = []
 
     def admit(self, now: float) -> float | None:
         """Record an admission and return None, or return how long until one would be admitted."""
         times = self._times
         horizon = now - self.seconds
-        while times and times[0] <= horizon:
-            times.popleft()
-        if len(times) >= self.limit:
-            return times[0] - horizon
-        times.append(now)
+        if times and times[0] <= horizon - self.seconds:  # long expired, whatever order the rest arrive in
+            del times[:bisect.bisect_right(times, horizon - self.seconds)]
+        first = bisect.bisect_right(times, horizon)
+        if bisect.bisect_right(times, now) - first >= self.limit:
+            return times[first] - horizon
+        bisect.insort(times, now)
         return None
 
     def clear(self) -> None:

@@ -38,19 +38,24 @@ class Pacer:
     """Spaces request starts at ``rate`` per second, shared by all threads.
 
     Spacing alone lets requests bunch up when the process is starved of CPU (threads that slept until their
-    slot all wake late together), so actual start times are also held to a short sliding window of
-    ``window`` seconds (≥ 4 intervals) allowing ``rate × window`` starts. A longer window on the server side
-    (AC's minute) is then respected too, being made of short ones.
+    slot all wake late together), so actual start times are also held to two sliding windows:
+    - a short one (≥ 4 intervals, ≥ 0.25 s) allowing ``rate × window`` starts, so late threads never start
+      together;
+    - optionally ``window_limit`` starts in any ``window_seconds`` (ActiveCampaign's own window), so requests
+      that were held up cannot catch up faster than the server's window allows: a stall costs its time once
+      instead of turning into refusals.
     """
 
     def __init__(self, rate_per_second: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, window_limit: int | None = None,
+                 window_seconds: float | None = None) -> None:
         self.interval = 1.0 / rate_per_second
-        # A whole number of intervals (≥ 4, ≥ 0.25 s), so the window allows exactly ``rate`` and costs nothing
-        # when starts are evenly spaced.
-        self._window_limit = max(4, math.ceil(0.25 * rate_per_second))
-        self._window = self._window_limit * self.interval
-        self._starts: deque[float] = deque()
+        # A whole number of intervals, so the window allows exactly ``rate`` and costs nothing when starts are
+        # evenly spaced.
+        short_limit = max(4, math.ceil(0.25 * rate_per_second))
+        self._windows = [(short_limit, short_limit * self.interval, deque())]
+        if window_limit and window_seconds:
+            self._windows.append((window_limit, window_seconds, deque()))
         self._next = 0.0
         self._lock = threading.Lock()
         self._clock = clock
@@ -63,17 +68,25 @@ class Pacer:
             self._next = slot + self.interval
         if slot > now:
             self._sleep(slot - now)
+        held_by_server_window = False
         while True:  # threads that woke late together must not start together
             with self._lock:
                 now = self._clock()
-                starts = self._starts
-                while starts and starts[0] <= now - self._window:
-                    starts.popleft()
-                if len(starts) < self._window_limit:
-                    starts.append(now)
+                waits = [self._window_wait(limit, seconds, starts, now) for limit, seconds, starts in self._windows]
+                if max(waits) <= 0:
+                    for _, _, starts in self._windows:
+                        starts.append(now)
+                    if held_by_server_window:  # slots reserved meanwhile are behind us: space the next from here
+                        self._next = max(self._next, now + self.interval)
                     return
-                wait = starts[0] + self._window - now
-            self._sleep(wait)
+            held_by_server_window = held_by_server_window or (len(waits) > 1 and waits[1] > 0)
+            self._sleep(max(waits))
+
+    @staticmethod
+    def _window_wait(limit: int, seconds: float, starts: deque, now: float) -> float:
+        while starts and starts[0] <= now - seconds:
+            starts.popleft()
+        return starts[0] + seconds - now if len(starts) >= limit else 0.0
 
     def hold_off(self, seconds: float) -> None:
         """No request may start for ``seconds`` from now (after a refusal)."""
@@ -132,8 +145,12 @@ class ActiveCampaignClient:
         )
         general = limits.requests_per_second * GENERAL_PACING_MARGIN
         bulk = limits.bulk_imports_per_minute / 60.0 * BULK_PACING_MARGIN
-        self._general = Pacer(general)
-        self._bulk = Pacer(bulk)
+        # ActiveCampaign counts 5 requests in a second and 100 bulk imports in a minute; at the configured
+        # limits those windows last 5 and 100 requests' worth of time.
+        self._general = Pacer(general, window_limit=math.floor(5 * GENERAL_PACING_MARGIN),
+                              window_seconds=5 / limits.requests_per_second)
+        self._bulk = Pacer(bulk, window_limit=math.floor(100 * BULK_PACING_MARGIN),
+                           window_seconds=100 * 60.0 / limits.bulk_imports_per_minute)
         self._polls = Pacer(max(general - bulk, general * 0.2) * POLL_SHARE)
         # Backoff scales with the configured limits so a time-scaled emulator gets time-scaled retries.
         self._base_delay = min(1.0, 2.0 / limits.requests_per_second)
