@@ -164,9 +164,6 @@ class Strings:
             self._count = self.data.count(b"\n")
         return self._count
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Strings) and self.data == other.data
-
     def tolist(self) -> list[str]:
         return self.data.decode().split("\n")[:-1] if self.data else []
 
@@ -302,10 +299,6 @@ class SyncState:
     @property
     def flags(self) -> np.ndarray:
         return self._table[2]
-
-    @property
-    def refs(self) -> np.ndarray:
-        return self._table[3]
 
     @property
     def emails(self) -> EmailStore:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.memory import peak_memory_mb, tune_allocator
+from exporter.memory import tune_allocator
 
 glibc_only = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="mallopt and /proc are glibc/Linux features")
