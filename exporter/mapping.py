@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Sequence
 
+import orjson
 from email_validator import EmailNotValidError, validate_email
 
 from .errors import SourceError
@@ -31,22 +32,26 @@ SUBSCRIBE, UNSUBSCRIBE = 1, 2  # ActiveCampaign's list statuses
 
 @dataclass(slots=True)
 class Contact:
-    """One contact for bulk import. ``key`` identifies the email, ``payload`` is what AC receives.
+    """One contact for bulk import. ``key`` identifies the email, ``encoded`` is the JSON object AC receives.
 
-    ``encoded`` and ``fingerprint`` are filled in by the diff stage; ``list_status`` is what the import does
-    to the contact's list membership; ``resubscribe`` marks a contact this export once removed (bulk import
-    will not subscribe them again, so it takes a separate call).
+    ``fingerprint`` is filled in by the diff stage; ``list_status`` is what the import does to the contact's
+    list membership; ``resubscribe`` marks a contact this export once removed (bulk import will not subscribe
+    them again, so it takes a separate call).
     """
 
     key: int
     email: str
     customer_id: str
-    payload: dict[str, Any]
-    encoded: bytes = b""
+    encoded: bytes
     fingerprint: int = 0
     list_status: int = SUBSCRIBE
     resubscribe: bool = False
     origin: tuple[str, int, int] | None = None  # (partition, record, line), for reporting a duplicate
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The contact as AC receives it, decoded (for tests and tools; the hot path only handles bytes)."""
+        return orjson.loads(self.encoded) if self.encoded else {}
 
 
 @dataclass(slots=True)
@@ -118,10 +123,14 @@ class Mapper:
         self._email = column(mapping.email)
         self._customer_id = index.get("CustomerId", index_folded.get("customerid"))
         optional = [("first_name", mapping.first_name), ("last_name", mapping.last_name), ("phone", mapping.phone)]
-        self._optional = [(key, column(name)) for key, name in optional if name]
-        self._fields = [(int(field_id), column(name)) for field_id, name in mapping.fields.items()]
-        self._tags = list(mapping.tags)
-        self._subscribe = [{"listid": list_id}]
+        # The JSON is assembled from pre-encoded pieces around each value: ~3x faster than building a dict and
+        # encoding it, and byte for byte what orjson.dumps(dict) gives (fingerprints depend on it).
+        self._optional = [(b',"%s":' % key.encode(), column(name)) for key, name in optional if name]
+        self._fields = [(b'{"id":%d,"value":' % int(field_id), column(name)) for field_id, name in mapping.fields.items()]
+        tail = b"]" if self._fields else b""
+        if mapping.tags:
+            tail += b',"tags":' + orjson.dumps(list(mapping.tags))
+        self._tail = tail + b',"subscribe":' + orjson.dumps([{"listid": list_id}]) + b"}"
 
     def malformed(self, values: Sequence[str], detail: str, where: str = "") -> Rejection:
         """A row the CSV parser could not read, or with the wrong number of columns."""
@@ -140,17 +149,21 @@ class Mapper:
             problem = check_email(email)
             if problem:
                 return Rejection(customer_id, raw_email, Reason.INVALID_EMAIL, problem, where)
-        payload: dict[str, Any] = {"email": email}
+        return Contact(email_key(email), email, customer_id, self._encode(email, values))
+
+    def _encode(self, email: str, values: Sequence[str]) -> bytes:
+        dumps = orjson.dumps
+        parts = [b'{"email":', dumps(email)]
         for name, i in self._optional:
             value = values[i].strip()
-            if value:
-                payload[name] = value
-        if self._fields:
-            payload["fields"] = [{"id": field_id, "value": values[i]} for field_id, i in self._fields]
-        if self._tags:
-            payload["tags"] = self._tags
-        payload["subscribe"] = self._subscribe
-        return Contact(email_key(email), email, customer_id, payload)
+            if value:  # empty optional values are not sent, so they do not blank what AC has
+                parts += (name, dumps(value))
+        separator = b',"fields":['
+        for field_start, i in self._fields:
+            parts += (separator, field_start, dumps(values[i]), b"}")
+            separator = b","
+        parts.append(self._tail)
+        return b"".join(parts)
 
     @staticmethod
     def duplicate(contact: Contact) -> Rejection:

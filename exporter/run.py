@@ -285,7 +285,6 @@ class ExportRun:
             if not is_first:
                 self.rejected(Mapper.duplicate(contact))
                 continue
-            contact.encoded = _encode(contact)
             contact.fingerprint = fingerprint(contact.encoded)
             if not full and old_flag == SUBSCRIBE and old_fp == contact.fingerprint:
                 self.counts["unchanged"] += 1
@@ -320,7 +319,7 @@ class ExportRun:
         batcher = Batcher()
         list_id = self.export.destination.list_id
         for key, email in zip(keys.tolist(), emails):
-            contact = Contact(key, email, "", {"email": email, "unsubscribe": [{"listid": list_id}]},
+            contact = Contact(key, email, "", orjson.dumps({"email": email, "unsubscribe": [{"listid": list_id}]}),
                               list_status=UNSUBSCRIBE)
             batch = batcher.add(contact)
             if batch:
@@ -411,10 +410,6 @@ class ExportRun:
             export=self.export.name, rows_read=self.counts["rowsRead"], sent=self.counts["sent"],
             confirmed=confirmed, unchanged=self.counts["unchanged"], rejected=sum(self.report.rejected.values()),
             batches=self.counts["batches"], elapsed=elapsed, rate=rate, eta_seconds=eta, phase=phase))
-
-
-def _encode(contact: Contact) -> bytes:
-    return orjson.dumps(contact.payload)
 
 
 def _entries(contacts: list[Contact]) -> Entries:

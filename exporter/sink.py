@@ -12,11 +12,11 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
 
 from .activecampaign import BODY_OVERHEAD, MAX_CONTACTS_PER_REQUEST, MAX_REQUEST_BYTES, ActiveCampaignClient, BatchRejected
 from .errors import ExporterError
@@ -57,9 +57,7 @@ class Batcher:
         self._bytes = BODY_OVERHEAD
 
     def add(self, contact: Contact) -> Batch | None:
-        """Add a contact (``encoded`` set); returns a batch when one is full."""
-        if not contact.encoded:
-            contact.encoded = orjson.dumps(contact.payload)
+        """Add a contact; returns a batch when one is full."""
         size = len(contact.encoded) + 1
         ready = None
         if self._contacts and self._bytes + size > self._max_bytes:
@@ -108,25 +106,31 @@ class SinkCounters:
 
 
 class InFlightWindow:
-    """How many bulk requests may be in flight: enough to keep ``rate`` going at the measured latency
-    (Little's law), and no more, since extra requests only queue up in the server and cost CPU here."""
+    """How many bulk requests may be in flight: enough to keep ``rate`` going at the server's latency
+    (Little's law), and no more, since extra requests only queue up in the server and cost CPU here.
+
+    The latency is the lowest of the recent ones, not their average: time spent queued (in the server, in the
+    pacer, or here waiting for the CPU) grows with the number in flight, and sizing the window from it would
+    feed on itself. A server that really slows down raises every recent latency, so the window follows.
+    """
 
     # Rates above this are treated as this: it already covers a ×60 time-scaled ActiveCampaign, and an
     # "unlimited" rate would otherwise open the window wide, where threads only contend for the CPU.
     MAX_RATE = 100.0
+    RECENT = 32
 
     def __init__(self, rate_per_second: float, maximum: int, initial_latency: float = 0.5) -> None:
         self._rate = min(rate_per_second, self.MAX_RATE)
         self._maximum = maximum
-        self._latency = initial_latency
+        self._recent: deque[float] = deque([initial_latency], maxlen=self.RECENT)
         self.limit = self._compute()
 
     def observe(self, seconds: float) -> None:
-        self._latency = 0.8 * self._latency + 0.2 * seconds
+        self._recent.append(seconds)
         self.limit = self._compute()
 
     def _compute(self) -> int:
-        return max(2, min(self._maximum, math.ceil(self._rate * self._latency * 1.5) + 1))
+        return max(2, min(self._maximum, math.ceil(self._rate * min(self._recent) * 1.5) + 1))
 
 
 class BulkSink:
@@ -219,7 +223,7 @@ class BulkSink:
             return
         batch.submitted_at = time.monotonic()
         for contact in batch.contacts:  # accepted: the payloads are no longer needed, free them now
-            contact.payload, contact.encoded = _EMPTY, b""
+            contact.encoded = b""
         with self._lock:
             self.counters.requests_accepted += 1
             self.counters.contacts_submitted += len(batch.contacts)
@@ -304,5 +308,3 @@ class BulkSink:
                 self.failure = exc
             self._changed.notify_all()
 
-
-_EMPTY: dict = {}

@@ -1,6 +1,7 @@
 """Mapping rows to contacts: email rules, duplicates, broken rows, missing columns."""
 from __future__ import annotations
 
+import orjson
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
@@ -27,6 +28,27 @@ def test_maps_values_trims_and_lowercases_email():
                                "subscribe": [{"listid": 3}]}
     assert "phone" not in contact.payload  # empty optional values are not sent
     assert contact.key == email_key("jane.doe@example.com")
+
+
+@pytest.mark.parametrize("first, city", [
+    ("Zoë \"Z\" O'Neil", "Line1\nLine2\ttab \\ back"), ("李", "\u2028 \x00 \x1f"), ("", ""), ("  ", "emoji 🎉"),
+])
+def test_encoded_contact_is_exactly_what_encoding_the_payload_gives(first, city):
+    """Fingerprints are digests of these bytes: the fast encoder must match orjson.dumps of the payload."""
+    m = mapper(fields={"7": "City", "9": "Phone"}, tags=["ci-vip", "q\"uote"])
+    contact = m.map_row(["c1", "a@example.com", first, "Doe", "+1 555", city])
+    payload = {"email": "a@example.com"}
+    if first.strip():
+        payload["first_name"] = first.strip()
+    payload.update({"last_name": "Doe", "phone": "+1 555",
+                    "fields": [{"id": 7, "value": city}, {"id": 9, "value": "+1 555"}], "tags": ["ci-vip", "q\"uote"],
+                    "subscribe": [{"listid": 3}]})
+    assert contact.encoded == orjson.dumps(payload)
+
+
+def test_contact_without_fields_or_tags_encodes_as_the_payload():
+    contact = mapper().map_row(["c1", "a@example.com", "", "", "", ""])
+    assert contact.encoded == orjson.dumps({"email": "a@example.com", "subscribe": [{"listid": 3}]})
 
 
 def test_emails_differing_only_in_case_get_the_same_key():

@@ -1,14 +1,18 @@
 """Batching by count and size, and the shared pacer, without a server."""
 from __future__ import annotations
 
+import math
+
+import orjson
+
 from exporter.activecampaign import MAX_REQUEST_BYTES, Pacer, _bad_contacts, encode_bulk_body
 from exporter.mapping import Contact
-from exporter.sink import MAX_BATCH_BYTES, Batcher
+from exporter.sink import MAX_BATCH_BYTES, Batcher, InFlightWindow
 
 
 def contact(i: int, size: int = 10) -> Contact:
     email = f"user{i}@example.com"
-    return Contact(i, email, str(i), {"email": email, "first_name": "x" * size})
+    return Contact(i, email, str(i), orjson.dumps({"email": email, "first_name": "x" * size}))
 
 
 def test_batches_hold_at_most_250_contacts():
@@ -83,3 +87,15 @@ def test_whole_batch_400_reasons_map_to_contacts_by_index_or_email():
                                {"email": "A@example.com", "failureReason": "bad"}]}
     assert _bad_contacts(data, emails) == {2: "Invalid email address", 0: "bad"}
     assert _bad_contacts({"failureReasons": []}, emails) == {}
+
+
+def test_in_flight_window_follows_the_lowest_recent_latency_not_queueing():
+    window = InFlightWindow(rate_per_second=20, maximum=48)
+    window.observe(0.3)
+    for _ in range(20):  # requests queued behind each other: slower answers must not widen the window
+        window.observe(2.0)
+    assert window.limit == math.ceil(20 * 0.3 * 1.5) + 1
+    for _ in range(InFlightWindow.RECENT):  # the server really slowed down: every recent answer is slow
+        window.observe(1.0)
+    assert window.limit == math.ceil(20 * 1.0 * 1.5) + 1
+    assert InFlightWindow(rate_per_second=1e9, maximum=48).limit == 48  # "unlimited" is capped
