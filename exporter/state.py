@@ -377,7 +377,7 @@ def encode_entries(entries: Entries) -> bytes:
     """A batch's entries with aligned emails (journal records)."""
     return _pack({"count": len(entries), "version": 1},
                  [[entries.keys.astype("<u8")], [entries.fingerprints.astype("<u8")], [entries.flags.astype(np.uint8)],
-                  [memoryview(entries.emails.data)[:-1]]])
+                  [memoryview(entries.emails.data)[:-1]]], (_STORED, _STORED, _FAST, _FAST))
 
 
 def decode_entries(data: bytes) -> Entries:
@@ -395,7 +395,7 @@ def encode_state(state: SyncState) -> bytes:
     return _pack({"count": len(keys), "emails": state.emails.count, "version": _VERSION},
                  [[keys.astype("<u8", copy=False)], [fps.astype("<u8", copy=False)],
                   [flags.astype(np.uint8, copy=False)], [refs.astype("<u4", copy=False)],
-                  [chunk.data for chunk in state.emails.chunks]])
+                  [chunk.data for chunk in state.emails.chunks]], (_STORED, _STORED, _FAST, _STORED, _FAST))
 
 
 def decode_state(data: bytes) -> SyncState:
@@ -415,12 +415,15 @@ def decode_state(data: bytes) -> SyncState:
     return SyncState.from_columns(keys, fps, flags, refs, emails)
 
 
-def _pack(header: dict, sections: list[list]) -> bytes:
-    """Magic, header, then each section zlib-compressed (a section may come in several buffers)."""
+_STORED, _FAST = 0, 1  # zlib levels: keys, fingerprints and email positions look random and barely compress
+
+
+def _pack(header: dict, sections: list[list], levels: tuple[int, ...]) -> bytes:
+    """Magic, header, then each section as a zlib stream (a section may come in several buffers)."""
     head = orjson.dumps(header)
     out = [_MAGIC, struct.pack("<I", len(head)), head]
-    for buffers in sections:
-        compressor = zlib.compressobj(1)
+    for buffers, level in zip(sections, levels, strict=True):
+        compressor = zlib.compressobj(level)
         compressed = b"".join([compressor.compress(b) for b in buffers] + [compressor.flush()])
         out += [struct.pack("<Q", len(compressed)), compressed]
     return b"".join(out)
