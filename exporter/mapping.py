@@ -154,10 +154,10 @@ class Mapper:
     def _encode(self, email: str, values: Sequence[str]) -> bytes:
         dumps = orjson.dumps
         parts = [b'{"email":', dumps(email)]
-        for name, i in self._optional:
+        for key_prefix, i in self._optional:
             value = values[i].strip()
             if value:  # empty optional values are not sent, so they do not blank what AC has
-                parts += (name, dumps(value))
+                parts += (key_prefix, dumps(value))
         separator = b',"fields":['
         for field_start, i in self._fields:
             parts += (separator, field_start, dumps(values[i]), b"}")

@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-
 from .activecampaign import BODY_OVERHEAD, MAX_CONTACTS_PER_REQUEST, MAX_REQUEST_BYTES, ActiveCampaignClient, BatchRejected
 from .errors import ExporterError
 from .mapping import Contact, Reason, Rejection
