@@ -391,11 +391,16 @@ def decode_entries(data: bytes) -> Entries:
 
 
 def encode_state(state: SyncState) -> bytes:
+    return b"".join(encode_state_pieces(state))
+
+
+def encode_state_pieces(state: SyncState) -> Iterator[bytes]:
+    """The state file in pieces, one section at a time: saving never holds a second copy of the whole state."""
     keys, fps, flags, refs = state.fold()._table
-    return _pack({"count": len(keys), "emails": state.emails.count, "version": _VERSION},
-                 [[keys.astype("<u8", copy=False)], [fps.astype("<u8", copy=False)],
-                  [flags.astype(np.uint8, copy=False)], [refs.astype("<u4", copy=False)],
-                  [chunk.data for chunk in state.emails.chunks]], (_STORED, _STORED, _FAST, _STORED, _FAST))
+    return _pack_pieces({"count": len(keys), "emails": state.emails.count, "version": _VERSION},
+                        [[keys.astype("<u8", copy=False)], [fps.astype("<u8", copy=False)],
+                         [flags.astype(np.uint8, copy=False)], [refs.astype("<u4", copy=False)],
+                         [chunk.data for chunk in state.emails.chunks]], (_STORED, _STORED, _FAST, _STORED, _FAST))
 
 
 def decode_state(data: bytes) -> SyncState:
@@ -419,14 +424,20 @@ _STORED, _FAST = 0, 1  # zlib levels: keys, fingerprints and email positions loo
 
 
 def _pack(header: dict, sections: list[list], levels: tuple[int, ...]) -> bytes:
-    """Magic, header, then each section as a zlib stream (a section may come in several buffers)."""
+    return b"".join(_pack_pieces(header, sections, levels))
+
+
+def _pack_pieces(header: dict, sections: list[list], levels: tuple[int, ...]) -> Iterator[bytes]:
+    """Magic, header, then each section as a zlib stream (a section may come in several buffers), compressed
+    only when its turn comes."""
     head = orjson.dumps(header)
-    out = [_MAGIC, struct.pack("<I", len(head)), head]
+    yield _MAGIC + struct.pack("<I", len(head)) + head
     for buffers, level in zip(sections, levels, strict=True):
         compressor = zlib.compressobj(level)
-        compressed = b"".join([compressor.compress(b) for b in buffers] + [compressor.flush()])
-        out += [struct.pack("<Q", len(compressed)), compressed]
-    return b"".join(out)
+        compressed = [compressor.compress(b) for b in buffers] + [compressor.flush()]
+        yield struct.pack("<Q", sum(map(len, compressed)))
+        yield from compressed
+        del compressed  # before the next section is compressed
 
 
 def _header(data: bytes) -> dict:
@@ -637,7 +648,9 @@ class StateStore:
     def save(self, export: str, state: SyncState, etag: str | None) -> str:
         """Replace the state atomically: fails (ResourceModifiedError) if someone else replaced it meanwhile."""
         blob = self.container.get_blob_client(f"{export}/state.bin")
-        data = encode_state(state)
+        # Uploaded in blocks as it is encoded; the blob changes only when the block list is committed, and only if
+        # the etag still matches.
+        data = encode_state_pieces(state)
         if etag:
             result = blob.upload_blob(data, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified)
         else:
