@@ -341,13 +341,15 @@ class SyncState:
         pos = np.searchsorted(keys, update.keys)
         found = pos < len(keys)
         found[found] = keys[pos[found]] == update.keys[found]
-        fps, flags = fps.copy(), flags.copy()
-        fps[pos[found]], flags[pos[found]] = update.fingerprints[found], update.flags[found]
         new = np.flatnonzero(~found)
         first_ref = self._emails.append(update.emails.take(new))
-        at = pos[new]
-        self._set_table(np.insert(keys, at, update.keys[new]), np.insert(fps, at, update.fingerprints[new]),
-                        np.insert(flags, at, update.flags[new]),
+        at = pos[new]  # sorted, as the update's keys are
+        new_fps, new_flags = np.insert(fps, at, update.fingerprints[new]), np.insert(flags, at, update.flags[new])
+        # Known keys are updated in the new arrays (no extra copies): each has moved right by the number of keys
+        # inserted before it.
+        moved = pos[found] + np.searchsorted(at, pos[found], side="right")
+        new_fps[moved], new_flags[moved] = update.fingerprints[found], update.flags[found]
+        self._set_table(np.insert(keys, at, update.keys[new]), new_fps, new_flags,
                         np.insert(refs, at, np.arange(first_ref, first_ref + len(new), dtype=np.uint32)))
 
     @property

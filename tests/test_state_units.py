@@ -103,6 +103,25 @@ def test_merged_applies_later_confirmations_over_older():
     assert by_key == {1: (101, 1), 2: (502, 1), 3: (0, 2), 4: (504, 1)}
 
 
+def test_folding_confirmations_in_matches_a_dict_of_latest_values():
+    # Folds insert new keys and update known ones in the same pass; compare many random rounds with a plain dict.
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        base = np.unique(rng.integers(0, 200, int(rng.integers(0, 50)), dtype=np.uint64)).tolist()
+        state = SyncState(entries(base))
+        expected = {k: (k + 100, SUBSCRIBED) for k in base}
+        for _ in range(int(rng.integers(1, 5))):
+            keys = rng.integers(0, 200, int(rng.integers(1, 60)), dtype=np.uint64).tolist()
+            fps = rng.integers(1, 10**6, len(keys)).tolist()
+            flags = rng.choice([SUBSCRIBED, UNSUBSCRIBED], len(keys)).tolist()
+            state.record(Entries.of(keys, fps, flags, [f"u{k}@example.com" for k in keys]))
+            expected.update((k, (fp, flag)) for k, fp, flag in zip(keys, fps, flags))
+            state.fold()
+        got = state.entries()
+        assert dict(zip(got.keys.tolist(), zip(got.fingerprints.tolist(), got.flags.tolist()))) == expected
+        assert got.emails.tolist() == [f"u{k}@example.com" for k in got.keys.tolist()]
+
+
 def test_removal_candidates_are_only_subscribed_contacts_missing_from_the_export():
     state = SyncState(entries([1, 2, 3]))
     state.record(Entries.of([4], [0], [UNSUBSCRIBED], ["u4@example.com"]))
