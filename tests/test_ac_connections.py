@@ -1,0 +1,79 @@
+"""The ActiveCampaign client's connections: headers, answers, and proxies from the environment (as httpx would)."""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+import pytest
+
+from exporter.activecampaign import ActiveCampaignClient, Connections
+from exporter.settings import RateLimits
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers every request with 200 and remembers its request line and headers (an HTTP proxy sees full URLs)."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append((self.requestline, {k.lower(): v for k, v in self.headers.items()}))
+        body = b'{"list": {"id": "3"}}'
+        self.send_response(200, "Fine Thanks")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Retry-After", "7")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[str]:
+    _Recorder.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_requests_carry_the_key_and_host_and_answers_keep_status_headers_and_body(recorder, no_proxy_env):
+    connections = Connections(recorder + "/api/3", {"Api-Token": "k-123"}, timeout=5)
+    try:
+        answer = connections.request("GET", "/import/info", params={"batchId": "a b&c"})
+    finally:
+        connections.close()
+    line, headers = _Recorder.seen[0]
+    assert line == "GET /api/3/import/info?batchId=a+b%26c HTTP/1.1"
+    assert headers["api-token"] == "k-123" and headers["host"] == recorder.split("//")[1]
+    assert (answer.status_code, answer.reason_phrase) == (200, "Fine Thanks")
+    assert answer.headers["retry-after"] == "7" and answer.json() == {"list": {"id": "3"}}
+
+
+def test_an_http_proxy_from_the_environment_carries_the_requests(recorder, no_proxy_env):
+    no_proxy_env.setenv("HTTP_PROXY", recorder)
+    with ActiveCampaignClient("http://account.example.invalid/api/3", "k", RateLimits()) as client:
+        assert client.check_access(3) == {"id": "3"}
+    assert _Recorder.seen[0][0] == "GET http://account.example.invalid/api/3/lists/3 HTTP/1.1"
+
+
+def test_no_proxy_sends_requests_straight_to_the_account(recorder, no_proxy_env):
+    no_proxy_env.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    no_proxy_env.setenv("NO_PROXY", "127.0.0.1")
+    with ActiveCampaignClient(recorder + "/api/3", "k", RateLimits()) as client:
+        assert client.check_access(3) == {"id": "3"}
+    assert _Recorder.seen[0][0] == "GET /api/3/lists/3 HTTP/1.1"
