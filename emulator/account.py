@@ -263,8 +263,11 @@ class Account:
         if missing:
             return _bulk_refusal(f"List {', '.join(map(str, missing))} does not exist; cannot subscribe or "
                                  "unsubscribe contacts to it.")
-        batch = ImportBatch(self._new_batch_id(), now, now + self.config.scaled(self.config.import_delay),
-                            bulk.body, bulk.emails)
+        due_at = now + self.config.scaled(self.config.import_delay)
+        # An import applied at once reuses the contacts parsed at acceptance; a queued one parses its body again
+        # when applied (see ImportBatch).
+        batch = ImportBatch(self._new_batch_id(), now, due_at, bulk.body, bulk.emails,
+                            items=bulk.items if due_at <= now else None)
         self.store.queue_import(batch)
         self.store.apply_due(now, self.fail_emails, limit=0, through=batch)  # an import_delay of 0 applies now
         entry["batchId"] = batch.id

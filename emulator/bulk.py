@@ -27,6 +27,7 @@ class BulkRequest:
     emails: list[str] = field(default_factory=list)  # lower-cased, "" when missing; in the request's order
     failures: list[dict[str, Any]] = field(default_factory=list)
     list_ids: set[int] = field(default_factory=set)
+    items: list[Any] | None = None  # the parsed contacts
 
 
 class InvalidContact(ValueError):
@@ -45,6 +46,7 @@ def parse_bulk_request(body: bytes, rejected_emails: frozenset[str]) -> BulkRequ
         request.error = 'The request body must have a "contacts" array.'
         return request
     request.count = len(items)
+    request.items = items
     emails, failures, list_refs = request.emails, request.failures, set()
     for index, item in enumerate(items):
         try:

@@ -57,6 +57,7 @@ class ImportBatch:
     # then would cost the cyclic GC far more than a second parse costs.
     body: bytes | None  # released once applied
     emails: list[str] | None  # the contacts' lower-cased emails, in order
+    items: list[Any] | None = None  # the parsed contacts, kept only for an import applied at once
     applied: bool = False
     success: list[int] = field(default_factory=list)
     failure: list[str] = field(default_factory=list)
@@ -236,7 +237,7 @@ class Store:
         return applied
 
     def _apply(self, batch: ImportBatch, fail_emails: frozenset[str]) -> None:
-        items = orjson.loads(batch.body)["contacts"] if batch.body else ()
+        items = batch.items if batch.items is not None else orjson.loads(batch.body)["contacts"] if batch.body else ()
         for item, email in zip(items, batch.emails or ()):
             if email in fail_emails:
                 batch.failure.append(email)
@@ -245,7 +246,7 @@ class Store:
                 batch.success.append(self._apply_contact(item, email))
             except InvalidContact:
                 batch.failure.append(email)
-        batch.body = batch.emails = None
+        batch.body = batch.emails = batch.items = None
         batch.applied = True
 
     def _apply_contact(self, item: dict[str, Any], email: str) -> int:
