@@ -277,19 +277,24 @@ class ExportRun:
         self.counts["rowsRead"] = rows_read
 
     def _diff_chunk(self, chunk: list[Contact], seen: KeySet, send: Callable[[Contact], None]) -> None:
-        keys = np.fromiter((c.key for c in chunk), np.uint64, len(chunk))
+        """Compare a chunk with the sync state on whole arrays; only contacts to send get a Python step each."""
+        size = len(chunk)
+        keys = np.fromiter((c.key for c in chunk), np.uint64, size)
         first = seen.add_new(keys)
         old_fps, old_flags = self.state.lookup(keys)
-        full = self.options.full_refresh
-        for contact, is_first, old_fp, old_flag in zip(chunk, first.tolist(), old_fps.tolist(), old_flags.tolist()):
-            if not is_first:
-                self.rejected(Mapper.duplicate(contact))
-                continue
-            contact.fingerprint = fingerprint(contact.encoded)
-            if not full and old_flag == SUBSCRIBE and old_fp == contact.fingerprint:
-                self.counts["unchanged"] += 1
-                continue
-            contact.resubscribe = old_flag == UNSUBSCRIBE
+        fps = np.fromiter((fingerprint(c.encoded) for c in chunk), np.uint64, size)
+        unchanged = first & (old_flags == SUBSCRIBE) & (old_fps == fps)
+        if self.options.full_refresh:
+            unchanged[:] = False
+        self.counts["unchanged"] += int(np.count_nonzero(unchanged))
+        for i in np.flatnonzero(~first).tolist():
+            self.rejected(Mapper.duplicate(chunk[i]))
+        changed = first & ~unchanged
+        returning = old_flags[changed] == UNSUBSCRIBE
+        for i, fp, back in zip(np.flatnonzero(changed).tolist(), fps[changed].tolist(), returning.tolist()):
+            contact = chunk[i]
+            contact.fingerprint = fp
+            contact.resubscribe = back
             send(contact)
 
     def _send(self, sink: BulkSink, batch: Batch) -> None:
@@ -345,18 +350,24 @@ class ExportRun:
         self.journal.append_submitted(encode_submitted(batch.batch_id or "", batch.entries))
 
     def confirmed(self, batch: Batch, failed_emails: set[str]) -> None:
-        ok = [c for c in batch.contacts if c.email not in failed_emails]
-        for contact in batch.contacts:
-            if contact.email in failed_emails:
-                self.rejected(Rejection(contact.customer_id, contact.email, Reason.REJECTED_BY_ACTIVECAMPAIGN,
-                                        f"ActiveCampaign reported that import {batch.batch_id} failed for it"))
+        # Per-contact Python only where AC reported failures: this runs for every batch, on the HTTP threads.
+        ok = batch.contacts
+        if failed_emails:
+            ok = [c for c in batch.contacts if c.email not in failed_emails]
+            for contact in batch.contacts:
+                if contact.email in failed_emails:
+                    self.rejected(Rejection(contact.customer_id, contact.email, Reason.REJECTED_BY_ACTIVECAMPAIGN,
+                                            f"ActiveCampaign reported that import {batch.batch_id} failed for it"))
         entries = batch.entries if batch.entries is not None else _entries(batch.contacts)
-        self.state.record(entries.without_emails(failed_emails))
+        entries = entries.without_emails(failed_emails)
+        self.state.record(entries)
         self.journal.append(encode_confirmed(batch.batch_id or "", failed_emails))
+        subscribed = int(np.count_nonzero(entries.flags == SUBSCRIBE))
+        returners = [c for c in ok if c.resubscribe]
         with self._lock:
-            self.counts["confirmed"] += sum(1 for c in ok if c.list_status == SUBSCRIBE)
-            self.counts["unsubscribed"] += sum(1 for c in ok if c.list_status == UNSUBSCRIBE)
-            self._resubscribe.extend(c for c in ok if c.resubscribe)
+            self.counts["confirmed"] += subscribed
+            self.counts["unsubscribed"] += len(entries) - subscribed
+            self._resubscribe.extend(returners)
 
     def rejected(self, rejection: Rejection) -> None:
         self.rejected_rows.add(rejection)
@@ -413,5 +424,8 @@ class ExportRun:
 
 
 def _entries(contacts: list[Contact]) -> Entries:
-    return Entries.of((c.key for c in contacts), (c.fingerprint if c.list_status == SUBSCRIBE else 0 for c in contacts),
-                      (c.list_status for c in contacts), [c.email for c in contacts])
+    """The contacts as state entries; a removal's fingerprint is 0 (nothing of it is on the list)."""
+    entries = Entries.of((c.key for c in contacts), (c.fingerprint for c in contacts), (c.list_status for c in contacts),
+                         [c.email for c in contacts])
+    entries.fingerprints[entries.flags != SUBSCRIBE] = 0
+    return entries
