@@ -123,7 +123,7 @@ class Connections:
     request and response layers (URL merging, cookies, auth, redirects, event hooks) cost about as much CPU as
     the transport under them, for features these calls do not use: going to httpcore directly took the 1M
     benchmark's HTTP threads from ~16 to ~13 s of CPU. Certificates and proxies come from the environment as they
-    would with httpx (SSL_CERT_FILE / SSL_CERT_DIR, HTTPS_PROXY / NO_PROXY).
+    would with httpx (SSL_CERT_FILE / SSL_CERT_DIR, HTTPS_PROXY / ALL_PROXY / NO_PROXY).
     """
 
     def __init__(self, base_url: str, headers: dict[str, str], timeout: float, max_connections: int = 64) -> None:
@@ -132,7 +132,8 @@ class Connections:
         self._headers = [(b"Host", parts.netloc.encode("ascii"))] + [(k.encode("ascii"), v.encode("latin-1"))
                                                                       for k, v in headers.items()]
         self._timeouts = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
-        proxy = getproxies().get(parts.scheme)
+        proxies = getproxies()
+        proxy = proxies.get(parts.scheme) or proxies.get("all")
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=True),
             proxy=httpcore.Proxy(proxy) if proxy and not proxy_bypass(parts.hostname or "") else None,
