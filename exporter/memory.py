@@ -1,8 +1,9 @@
-"""Process memory: the peak to report, and glibc settings that keep a long run's memory flat."""
+"""Process memory: the peak to report, glibc settings that keep a long run's memory flat, and the cyclic GC."""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import platform
 
@@ -14,6 +15,10 @@ _M_ARENA_MAX = -8
 _MMAP_THRESHOLD_BYTES = 256 * 1024
 _ARENA_MAX = 2
 _tuned = False
+# A run allocates a few container objects a row (row lists, contacts) that almost all die young and form no
+# cycles. At Python's default of 700 a 1M-row run made ~1,700 collections costing ~2 s of the interpreter lock
+# (6% of the run); at 50,000 it makes a handful. Cycles are still collected, in at most ~50,000 objects' time.
+GC_YOUNG_THRESHOLD = 50_000
 
 
 def peak_memory_mb() -> float | None:
@@ -51,3 +56,10 @@ def tune_allocator() -> bool:
     if not ok:
         log.debug("mallopt refused the memory settings; memory may grow with the export")
     return ok
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage less often (process-wide; see GC_YOUNG_THRESHOLD). Never lowers a higher setting."""
+    young, middle, old = gc.get_threshold()
+    if 0 < young < GC_YOUNG_THRESHOLD:
+        gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)

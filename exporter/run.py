@@ -20,7 +20,7 @@ from . import logsafe
 from .activecampaign import ActiveCampaignClient
 from .errors import ConfigError, ExporterError, RunLocked, TransientError
 from .mapping import SUBSCRIBE, UNSUBSCRIBE, Contact, Mapper, Reason, Rejection, describe_origin
-from .memory import peak_memory_mb, tune_allocator
+from .memory import peak_memory_mb, tune_allocator, tune_gc
 from .report import RejectedRows, ReportStore, RunReport, new_run_id, utc_now
 from .secrets import get_api_key
 from .settings import AppSettings, ExportConfig
@@ -82,6 +82,7 @@ def run_export(export: ExportConfig, app: AppSettings, options: RunOptions | Non
         return report
     reports.save(report)
     tune_allocator()
+    tune_gc()
     rejected = RejectedRows()
     started = time.monotonic()
     try:

@@ -36,3 +36,21 @@ def test_peak_memory_is_the_process_high_water_mark():
 def test_allocator_settings_are_accepted_and_applied_once():
     assert tune_allocator() is True
     assert tune_allocator() is True
+
+
+GC_PROBE = """
+import gc
+from exporter.memory import GC_YOUNG_THRESHOLD, tune_gc
+gc.set_threshold(700, 10, 10)
+tune_gc()
+raised = gc.get_threshold()
+gc.set_threshold(10 * GC_YOUNG_THRESHOLD, 5, 5)
+tune_gc()
+print(raised == (GC_YOUNG_THRESHOLD, 10, 10), gc.get_threshold() == (10 * GC_YOUNG_THRESHOLD, 5, 5))
+"""
+
+
+def test_gc_runs_less_often_but_a_higher_setting_is_kept():
+    out = subprocess.run([sys.executable, "-c", GC_PROBE], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout
+    assert out.split() == ["True", "True"]
