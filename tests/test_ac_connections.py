@@ -1,6 +1,7 @@
-"""The ActiveCampaign client's connections: headers, answers, and proxies from the environment (as httpx would)."""
+"""The ActiveCampaign client's connections: headers, answers, keep-alive, and proxies from the environment."""
 from __future__ import annotations
 
+import base64
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
@@ -8,6 +9,7 @@ from typing import Iterator
 import pytest
 
 from exporter.activecampaign import ActiveCampaignClient, Connections
+from exporter.errors import ConfigError
 from exporter.settings import RateLimits
 
 
@@ -16,6 +18,8 @@ class _Recorder(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     seen: list[tuple[str, dict[str, str]]] = []
+    connections: set[int] = set()
+    hang_up_after_answer = False  # close the connection after answering, without saying so (an idle timeout)
 
     def do_GET(self) -> None:
         self.seen.append((self.requestline, {k.lower(): v for k, v in self.headers.items()}))
@@ -26,6 +30,15 @@ class _Recorder(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        self.connections.add(id(self.connection))
+        if self.hang_up_after_answer:
+            self.close_connection = True
+
+    def do_CONNECT(self) -> None:  # a proxy asked to tunnel HTTPS: remember, and refuse
+        self.seen.append((self.requestline, {k.lower(): v for k, v in self.headers.items()}))
+        self.send_response(502, "No Tunnels Here")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, *args: object) -> None:
         pass
@@ -33,7 +46,7 @@ class _Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def recorder() -> Iterator[str]:
-    _Recorder.seen = []
+    _Recorder.seen, _Recorder.connections, _Recorder.hang_up_after_answer = [], set(), False
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -77,3 +90,36 @@ def test_no_proxy_sends_requests_straight_to_the_account(recorder, no_proxy_env)
     with ActiveCampaignClient(recorder + "/api/3", "k", RateLimits()) as client:
         assert client.check_access(3) == {"id": "3"}
     assert _Recorder.seen[0][0] == "GET /api/3/lists/3 HTTP/1.1"
+
+
+def test_a_kept_alive_connection_the_server_closed_is_not_reused(recorder, no_proxy_env):
+    _Recorder.hang_up_after_answer = True
+    connections = Connections(recorder + "/api/3", {}, timeout=5)
+    try:
+        first = connections.request("GET", "/lists/3")
+        second = connections.request("GET", "/lists/3")  # would fail on the closed socket if it were reused
+    finally:
+        connections.close()
+    assert first.status_code == second.status_code == 200
+    assert len(_Recorder.seen) == 2 and len(_Recorder.connections) == 2
+
+
+def test_https_goes_through_the_proxy_with_connect_and_its_credentials(recorder, no_proxy_env):
+    host_port = recorder.split("//")[1]
+    no_proxy_env.setenv("HTTPS_PROXY", f"http://ops%40corp:s3cret@{host_port}")
+    connections = Connections("https://account.example.invalid/api/3", {"Api-Token": "k"}, timeout=5)
+    try:
+        with pytest.raises(OSError, match="502"):
+            connections.request("GET", "/lists/3")
+    finally:
+        connections.close()
+    line, headers = _Recorder.seen[0]
+    assert line == "CONNECT account.example.invalid:443 HTTP/1.0"
+    assert headers["proxy-authorization"] == "Basic " + base64.b64encode(b"ops@corp:s3cret").decode()
+    assert "api-token" not in headers  # the key travels only inside the tunnel
+
+
+def test_a_proxy_scheme_that_cannot_be_used_is_a_config_error_naming_the_fix(no_proxy_env):
+    no_proxy_env.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
+    with pytest.raises(ConfigError, match="name an http:// proxy .*NO_PROXY"):
+        Connections("https://account.example.invalid/api/3", {}, timeout=5)
