@@ -18,7 +18,7 @@ class _Recorder(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     seen: list[tuple[str, dict[str, str]]] = []
-    connections: set[int] = set()
+    connections: set[tuple[str, int]] = set()  # client addresses: one per connection
     hang_up_after_answer = False  # close the connection after answering, without saying so (an idle timeout)
 
     def do_GET(self) -> None:
@@ -30,7 +30,7 @@ class _Recorder(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        self.connections.add(id(self.connection))
+        self.connections.add(self.client_address)
         if self.hang_up_after_answer:
             self.close_connection = True
 

@@ -98,4 +98,9 @@ def test_in_flight_window_follows_the_lowest_recent_latency_not_queueing():
     for _ in range(InFlightWindow.RECENT):  # the server really slowed down: every recent answer is slow
         window.observe(1.0)
     assert window.limit == math.ceil(20 * 1.0 * 1.5) + 1
-    assert InFlightWindow(rate_per_second=1e9, maximum=48).limit == 48  # "unlimited" is capped
+    unpaced = InFlightWindow(rate_per_second=1e9, maximum=48)  # "unlimited": a fixed few, whatever the latency
+    unpaced.observe(0.001)
+    assert unpaced.limit == InFlightWindow.UNPACED
+    unpaced.observe(5.0)
+    assert unpaced.limit == InFlightWindow.UNPACED
+    assert InFlightWindow(rate_per_second=1e9, maximum=4).limit == 4
