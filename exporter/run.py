@@ -62,9 +62,15 @@ class Progress:
     phase: str = "reading"
 
 
-def fingerprint(encoded: bytes) -> int:
-    """64-bit digest of exactly what AC receives for a contact (values, tags, list)."""
-    return int.from_bytes(hashlib.blake2b(encoded, digest_size=8).digest(), "big") or 1
+def fingerprints(contacts: list[Contact]) -> np.ndarray:
+    """64-bit digest of exactly what AC receives for each contact (values, tags, list); never 0 (= unknown).
+
+    The digests are joined and read as one array: a third cheaper than an int per contact."""
+    blake2b = hashlib.blake2b
+    digests = np.frombuffer(b"".join([blake2b(c.encoded, digest_size=8).digest() for c in contacts]), ">u8")
+    digests = digests.astype(np.uint64)
+    digests[digests == 0] = 1
+    return digests
 
 
 def run_export(export: ExportConfig, app: AppSettings, options: RunOptions | None = None) -> RunReport:
@@ -283,7 +289,7 @@ class ExportRun:
         keys = np.fromiter((c.key for c in chunk), np.uint64, size)
         first = seen.add_new(keys)
         old_fps, old_flags = self.state.lookup(keys)
-        fps = np.fromiter((fingerprint(c.encoded) for c in chunk), np.uint64, size)
+        fps = fingerprints(chunk)
         unchanged = first & (old_flags == SUBSCRIBE) & (old_fps == fps)
         if self.options.full_refresh:
             unchanged[:] = False
