@@ -93,7 +93,7 @@ def run_exporter(name: str, hostname: str, path: str, limits: dict, connection: 
     # The exporter reports its own peak RSS (VmHWM): wait4's ru_maxrss would also count this large parent
     # process's memory from before the child's exec.
     return {"wall_seconds": round(wall, 2), "peak_rss_mb": report.get("peakMemoryMb"), "report": report,
-            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1)}
+            "state_mb": report.get("stateMemoryMb"), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1)}
 
 
 def latest_report(connection: str, name: str) -> dict:
@@ -148,8 +148,8 @@ def main() -> int:
                 results[f"overhead_{label}"] = {
                     "rows": rows, "wall_seconds": outcome["wall_seconds"],
                     "rows_per_second": round(rows / outcome["wall_seconds"]),
-                    "peak_rss_mb": outcome["peak_rss_mb"], "cpu_seconds": outcome["cpu_seconds"],
-                    "emulator_cpu_seconds": emulator_cpu, "confirmed": outcome["report"]["counts"].get("confirmed")}
+                    "peak_rss_mb": outcome["peak_rss_mb"], "state_mb": outcome["state_mb"],
+                    "cpu_seconds": outcome["cpu_seconds"], "emulator_cpu_seconds": emulator_cpu, "confirmed": outcome["report"]["counts"].get("confirmed")}
                 print(f"overhead {label}: {results[f'overhead_{label}']}", flush=True)
         finally:
             emulator.stop()
@@ -203,6 +203,8 @@ def print_table(r: dict) -> None:
             (f"overhead: peak RSS {_rows(o_small['rows'])} → {big} rows",
              f"{o_small['peak_rss_mb']} → {o_big['peak_rss_mb']} MB",
              "≤ 300 MB, flat"),
+            ("of which sync state + seen keys at the end", f"{o_small['state_mb']} → {o_big['state_mb']} MB", ""),
+            ("peak RSS minus that", f"{_minus(o_small)} → {_minus(o_big)} MB", ""),
         ]
     lines += [
         (f"rate-bound (×{rb['time_scale']}): wall / floor",
@@ -217,6 +219,12 @@ def print_table(r: dict) -> None:
     for label, value, target in lines:
         print(f"  {label:<40}{value:>28}   {target}")
     print(f"results: {RESULTS.relative_to(REPO)}")
+
+
+def _minus(overhead: dict) -> str:
+    if overhead.get("peak_rss_mb") is None or overhead.get("state_mb") is None:
+        return "?"
+    return f"{overhead['peak_rss_mb'] - overhead['state_mb']:.1f}"
 
 
 def _rows(count: int) -> str:

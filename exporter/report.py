@@ -59,6 +59,9 @@ class RunReport:
     rejected_rows_blob: str | None = None
     resumed: dict[str, Any] = field(default_factory=dict)
     peak_memory_mb: float | None = None
+    # What the sync state and this run's seen-keys set hold at the end: the part of the peak that grows with
+    # the number of contacts (the rest is the pipeline's, bounded by its buffers).
+    state_memory_mb: float | None = None
 
     @property
     def exit_code(self) -> int:
@@ -77,7 +80,7 @@ class RunReport:
             "batchIds": self.batch_ids[:MAX_BATCH_IDS_IN_REPORT], "batchCount": len(self.batch_ids),
             "errors": self.errors, "errorKind": self.error_kind, "skipReason": self.skip_reason,
             "rejectedRowsBlob": self.rejected_rows_blob, "resumed": self.resumed,
-            "peakMemoryMb": self.peak_memory_mb,
+            "peakMemoryMb": self.peak_memory_mb, "stateMemoryMb": self.state_memory_mb,
         }
 
     @classmethod
@@ -94,7 +97,7 @@ class RunReport:
             requests=data.get("requests") or {}, batch_ids=data.get("batchIds") or [],
             errors=data.get("errors") or [], error_kind=data.get("errorKind"), skip_reason=data.get("skipReason"),
             rejected_rows_blob=data.get("rejectedRowsBlob"), resumed=data.get("resumed") or {},
-            peak_memory_mb=data.get("peakMemoryMb"),
+            peak_memory_mb=data.get("peakMemoryMb"), state_memory_mb=data.get("stateMemoryMb"),
         )
 
 

@@ -180,6 +180,7 @@ class ExportRun:
                 self._remove_missing(seen.sorted(), client, sink)
             sink.close()
             self._resubscribe_returners(client)
+            self.report.state_memory_mb = round((self.state.nbytes + seen.nbytes) / 2**20, 1)
         except BaseException:
             sink.close_quietly()
             raise

@@ -136,6 +136,10 @@ class KeySet:
     def __len__(self) -> int:
         return sum(len(level) for level in self._levels)
 
+    @property
+    def nbytes(self) -> int:
+        return sum(level.nbytes for level in self._levels)
+
 
 # --- the sync state -------------------------------------------------------------------------------------------
 
@@ -365,6 +369,14 @@ class SyncState:
 
     def subscribed_count(self) -> int:
         return int(np.count_nonzero(self.flags == SUBSCRIBED))
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the state's arrays and emails hold (what grows with the number of contacts)."""
+        with self._lock:
+            recent = sum(e.keys.nbytes + e.fingerprints.nbytes + e.flags.nbytes + len(e.emails.data)
+                         for e in self._recent)
+        return sum(a.nbytes for a in self._table) + sum(len(c.data) for c in self._emails.chunks) + recent
 
     def entries(self) -> Entries:
         """Everything, sorted by key, emails aligned (for tests and tools: it copies every email)."""

@@ -30,6 +30,8 @@ def test_export_with_faults_delivers_every_valid_contact_and_reports_every_bad_r
         report = run(export_config("vip", emulator.hostname, container.container_name, sample.path))
 
     assert report.status == "completed", report.errors
+    # the report says how much of the peak is the sync state (~50 bytes a contact here: arrays, email, seen key)
+    assert 20 * len(sample.expected) / 2**20 < report.state_memory_mb < 100 * len(sample.expected) / 2**20
     expected = {email: values for email, values in sample.expected.items() if email != refused_by_ac}
     assert emulator.subscribers(LIST_ID) == set(expected)
     for email, values in expected.items():

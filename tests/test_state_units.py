@@ -153,3 +153,16 @@ def test_keyset_flags_first_occurrences_across_and_within_chunks():
         seen.add_new(np.arange(start + 100, start + 1100, dtype=np.uint64))
     assert seen.add_new(np.array([3, 4, 150, 20_000], np.uint64)).tolist() == [False, True, False, True]
     assert seen.sorted().tolist() == sorted({3, 4, 5, 9, 20_000, *range(100, 10_100)})
+
+
+def test_state_memory_counts_arrays_emails_and_unfolded_confirmations(monkeypatch):
+    monkeypatch.setattr(SyncState, "COMPACT_EVERY", 1000)
+    state = SyncState(entries(range(100)))
+    folded = state.nbytes
+    email_bytes = sum(len(f"u{k}@example.com\n") for k in range(100))
+    assert folded == 100 * (8 + 8 + 1 + 4) + email_bytes  # key, fingerprint, flag, email position, email
+    state.record(entries(range(100, 110)))  # not folded yet: still counted
+    assert state.nbytes == folded + 10 * (8 + 8 + 1) + sum(len(f"u{k}@example.com\n") for k in range(100, 110))
+    seen = KeySet()
+    seen.add_new(np.arange(50, dtype=np.uint64))
+    assert seen.nbytes == 50 * 8
