@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
@@ -20,9 +21,11 @@ class _Recorder(BaseHTTPRequestHandler):
     seen: list[tuple[str, dict[str, str]]] = []
     connections: set[tuple[str, int]] = set()  # client addresses: one per connection
     hang_up_after_answer = False  # close the connection after answering, without saying so (an idle timeout)
+    hung_up = threading.Event()
 
     def do_GET(self) -> None:
         self.seen.append((self.requestline, {k.lower(): v for k, v in self.headers.items()}))
+        self.connections.add(self.client_address)
         body = b'{"list": {"id": "3"}}'
         self.send_response(200, "Fine Thanks")
         self.send_header("Content-Type", "application/json")
@@ -30,9 +33,14 @@ class _Recorder(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        self.connections.add(self.client_address)
         if self.hang_up_after_answer:
             self.close_connection = True
+
+    def finish(self) -> None:
+        super().finish()
+        if self.close_connection:
+            self.connection.shutdown(socket.SHUT_WR)  # the FIN goes out now, not when the server gets round to it
+            self.hung_up.set()
 
     def do_CONNECT(self) -> None:  # a proxy asked to tunnel HTTPS: remember, and refuse
         self.seen.append((self.requestline, {k.lower(): v for k, v in self.headers.items()}))
@@ -47,6 +55,7 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def recorder() -> Iterator[str]:
     _Recorder.seen, _Recorder.connections, _Recorder.hang_up_after_answer = [], set(), False
+    _Recorder.hung_up = threading.Event()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -97,6 +106,7 @@ def test_a_kept_alive_connection_the_server_closed_is_not_reused(recorder, no_pr
     connections = Connections(recorder + "/api/3", {}, timeout=5)
     try:
         first = connections.request("GET", "/lists/3")
+        assert _Recorder.hung_up.wait(5)  # the server has closed its end: the idle connection is now stale
         second = connections.request("GET", "/lists/3")  # would fail on the closed socket if it were reused
     finally:
         connections.close()
