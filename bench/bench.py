@@ -149,7 +149,8 @@ def main() -> int:
                     "rows": rows, "wall_seconds": outcome["wall_seconds"],
                     "rows_per_second": round(rows / outcome["wall_seconds"]),
                     "peak_rss_mb": outcome["peak_rss_mb"], "state_mb": outcome["state_mb"],
-                    "cpu_seconds": outcome["cpu_seconds"], "emulator_cpu_seconds": emulator_cpu, "confirmed": outcome["report"]["counts"].get("confirmed")}
+                    "cpu_seconds": outcome["cpu_seconds"], "emulator_cpu_seconds": emulator_cpu,
+                    "confirmed": outcome["report"]["counts"].get("confirmed")}
                 print(f"overhead {label}: {results[f'overhead_{label}']}", flush=True)
         finally:
             emulator.stop()
