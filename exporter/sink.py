@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .activecampaign import BODY_OVERHEAD, MAX_CONTACTS_PER_REQUEST, MAX_REQUEST_BYTES, ActiveCampaignClient, BatchRejected
-from .errors import ExporterError
 from .mapping import Contact, Reason, Rejection
 
 log = logging.getLogger(__name__)
@@ -146,7 +145,7 @@ class BulkSink:
     """
 
     def __init__(self, client: ActiveCampaignClient, listener: SinkListener, *, bulk_rate: float, poll: PollTiming,
-                 max_in_flight: int = 48, max_unconfirmed: int = 128) -> None:
+                 max_in_flight: int = 48, max_unconfirmed: int = 128, max_waiting: int = 8) -> None:
         self._client = client
         self._listener = listener
         self._window = InFlightWindow(bulk_rate, max_in_flight)
@@ -154,6 +153,8 @@ class BulkSink:
         # Polls take as long as bulk requests and one is needed per batch: give them the same headroom.
         self._pollers = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="ac-poll")
         self._max_unconfirmed = max_unconfirmed
+        self._max_waiting = max_waiting
+        self._waiting: deque[Batch] = deque()  # handed over, waiting for room in the window
         self._poll = poll
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -170,16 +171,36 @@ class BulkSink:
     # --- public ------------------------------------------------------------------------------------------
 
     def send(self, batch: Batch) -> None:
-        """Queue a batch; blocks while the pipeline is full. Raises if the sink has failed."""
+        """Hand over a batch: sent now if the window has room, else queued behind it (up to ``max_waiting``
+        batches, so the caller keeps reading while ActiveCampaign answers). Blocks while the queue or the
+        unconfirmed batches are full. Raises if the sink has failed."""
         with self._changed:
-            while self.failure is None and (self._sending >= self._window.limit
+            while self.failure is None and (len(self._waiting) >= self._max_waiting
                                             or self._outstanding >= self._max_unconfirmed):
                 self._changed.wait(timeout=0.5)
             if self.failure is not None:
                 raise self.failure
-            self._sending += 1
             self._outstanding += 1
-        self._senders.submit(self._submit_and_release, batch)
+            self._waiting.append(batch)
+            ready = self._take_ready()
+        self._start(ready)
+
+    def _take_ready(self) -> list[Batch]:
+        """Waiting batches the window has room for (call with the lock held)."""
+        ready = []
+        while self._waiting and self._sending < self._window.limit:
+            ready.append(self._waiting.popleft())
+            self._sending += 1
+        return ready
+
+    def _start(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            try:
+                self._senders.submit(self._submit_and_release, batch)
+            except RuntimeError:  # shut down (the run is failing): never sent, so the next run sends it
+                with self._changed:
+                    self._sending -= 1
+                self._settle()
 
     def close(self) -> None:
         """Wait for every batch to be confirmed, rejected or given up on; then stop the threads."""
@@ -218,7 +239,9 @@ class BulkSink:
             with self._changed:
                 self._sending -= 1
                 self._window.observe(time.monotonic() - started)
+                ready = self._take_ready()
                 self._changed.notify_all()
+            self._start(ready)
         try:
             for part in accepted:
                 self._listener.submitted(part)
@@ -289,10 +312,13 @@ class BulkSink:
 
     def _poll_once(self, batch: Batch, delay: float) -> None:
         try:
-            status = self._client.import_info(batch.batch_id or "")
-        except ExporterError as exc:
+            self._poll_and_settle(batch, delay)
+        except BaseException as exc:  # a pool thread's exception is otherwise lost, and close() would wait forever
+            log.error("could not confirm bulk import %s: %s", batch.batch_id, exc)
             self._fail(exc)
-            return
+
+    def _poll_and_settle(self, batch: Batch, delay: float) -> None:
+        status = self._client.import_info(batch.batch_id or "")
         if status.status == "completed":
             self._listener.confirmed(batch, set(status.failure))
             self._settle()
