@@ -140,8 +140,9 @@ class InFlightWindow:
 class BulkSink:
     """Submits batches concurrently and confirms them; ``close()`` waits until every batch has an outcome.
 
-    Two bounds keep memory flat however large the export: requests in flight (the window) and batches
-    accepted but not yet confirmed (``max_unconfirmed``); ``send`` blocks while either is reached.
+    Bounds keep memory flat however large the export: requests in flight (the window), batches waiting for
+    room in it (``max_waiting``) and batches not yet confirmed (``max_unconfirmed``); ``send`` blocks while
+    the queue or the unconfirmed batches are full.
     """
 
     def __init__(self, client: ActiveCampaignClient, listener: SinkListener, *, bulk_rate: float, poll: PollTiming,
