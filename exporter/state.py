@@ -154,7 +154,7 @@ class Strings:
     """
 
     __slots__ = ("data", "_count")
-    _GATHER_CHUNK = 65536
+    _GATHER_CHUNK = 4096  # strings per gather step: its index arrays take 8 bytes per character (~1 MB a step)
 
     def __init__(self, data: bytes = b"") -> None:
         self.data = data
@@ -263,21 +263,29 @@ class EmailStore:
         return out
 
 
+Block = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # keys, fingerprints, flags, email refs; by key
+
+
 class SyncState:
     """What ActiveCampaign confirmed for this export: key, fingerprint, flag and email per contact.
 
-    Keys, fingerprints, flags and email positions are arrays sorted by key; emails live in an append-only
-    store. A run's confirmations are folded in every ``COMPACT_EVERY`` contacts, so memory stays at ~30 bytes
-    a contact plus the email, with no large copies at the end of a run.
+    The table is a few blocks of up to ``2 * BLOCK`` contacts, each a set of arrays sorted by key (keys,
+    fingerprints, flags, email positions), with each block's first key in an index; emails live in an
+    append-only store. A run's confirmations are folded in every ``COMPACT_EVERY`` contacts: changed
+    fingerprints are written in place and only blocks that gain keys are rebuilt, one at a time. Memory stays
+    at ~21 bytes a contact plus the email, and a fold never holds a second copy of the table (one table copied
+    whole at every fold was a 1M run's memory peak, ~40 MB above the rest).
     """
 
     COMPACT_EVERY = 65536
+    BLOCK = 65536
 
     def __init__(self, base: Entries | None = None) -> None:
         base = base or Entries()
         order = np.argsort(base.keys, kind="stable")
         self._emails = EmailStore([base.emails])
-        self._set_table(base.keys[order], base.fingerprints[order], base.flags[order], order.astype(np.uint32))
+        self._set_blocks(_split(*_writable(base.keys[order], base.fingerprints[order], base.flags[order],
+                                           order.astype(np.uint32)), self.BLOCK))
         self._recent: list[Entries] = []
         self._recent_count = 0
         self._lock = threading.Lock()
@@ -285,42 +293,59 @@ class SyncState:
     @classmethod
     def from_columns(cls, keys: np.ndarray, fingerprints: np.ndarray, flags: np.ndarray, refs: np.ndarray,
                      emails: Strings) -> "SyncState":
+        """A state from key-sorted columns (copied where they are read-only: folds write fingerprints in place)."""
         state = cls()
         state._emails = EmailStore([emails])
-        state._set_table(keys, fingerprints, flags, refs)
+        state._set_blocks(_split(*_writable(keys, fingerprints, flags, refs), cls.BLOCK))
         return state
 
-    def _set_table(self, keys: np.ndarray, fingerprints: np.ndarray, flags: np.ndarray, refs: np.ndarray) -> None:
-        # One tuple, swapped whole: readers on other threads see either the old table or the new one.
-        self._table = (keys, fingerprints, flags, refs)
+    def _set_blocks(self, blocks: list[Block]) -> None:
+        # One tuple, swapped whole: a reader on another thread sees either the old blocks or the new ones.
+        self._table = (tuple(blocks), np.array([block[0][0] for block in blocks], np.uint64))
+
+    def _column(self, which: int) -> np.ndarray:
+        blocks = self._table[0]
+        if not blocks:
+            return np.empty(0, (np.uint64, np.uint64, np.uint8, np.uint32)[which])
+        return np.concatenate([block[which] for block in blocks])
 
     @property
     def keys(self) -> np.ndarray:
-        return self._table[0]
+        return self._column(0)
 
     @property
     def fingerprints(self) -> np.ndarray:
-        return self._table[1]
+        return self._column(1)
 
     @property
     def flags(self) -> np.ndarray:
-        return self._table[2]
+        return self._column(2)
 
     @property
     def emails(self) -> EmailStore:
         return self._emails
 
+    @property
+    def block_count(self) -> int:
+        return len(self._table[0])
+
     def __len__(self) -> int:
-        return len(self.keys)
+        return sum(len(block[0]) for block in self._table[0])
 
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Confirmed fingerprint and flag for each key (0, 0 where unknown)."""
-        known, fps, flags, _ = self._table
-        if not len(known):
-            return np.zeros(len(keys), np.uint64), np.zeros(len(keys), np.uint8)
-        pos = np.minimum(np.searchsorted(known, keys), len(known) - 1)
-        found = known[pos] == keys
-        return (np.where(found, fps[pos], 0).astype(np.uint64), np.where(found, flags[pos], 0).astype(np.uint8))
+        blocks, firsts = self._table
+        fps, flags = np.zeros(len(keys), np.uint64), np.zeros(len(keys), np.uint8)
+        if not blocks:
+            return fps, flags
+        which = _block_of(firsts, keys)
+        for b in np.unique(which).tolist():
+            picked = np.flatnonzero(which == b)
+            known, known_fps, known_flags, _ = blocks[b]
+            pos = np.minimum(np.searchsorted(known, keys[picked]), len(known) - 1)
+            found = known[pos] == keys[picked]
+            fps[picked[found]], flags[picked[found]] = known_fps[pos[found]], known_flags[pos[found]]
+        return fps, flags
 
     def record(self, entries: Entries) -> None:
         """Contacts ActiveCampaign has confirmed; a later confirmation of a key replaces an earlier one."""
@@ -343,20 +368,36 @@ class SyncState:
             return
         update = Entries.concat(self._recent).latest_per_key()
         self._recent, self._recent_count = [], 0
-        keys, fps, flags, refs = self._table
-        pos = np.searchsorted(keys, update.keys)
-        found = pos < len(keys)
-        found[found] = keys[pos[found]] == update.keys[found]
+        blocks = list(self._table[0])
+        if not blocks:
+            first_ref = self._emails.append(update.emails)
+            refs = np.arange(first_ref, first_ref + len(update), dtype=np.uint32)
+            self._set_blocks(_split(update.keys, update.fingerprints, update.flags, refs, self.BLOCK))
+            return
+        which = _block_of(self._table[1], update.keys)  # sorted, as the update's keys are
+        bounds = np.searchsorted(which, np.arange(len(blocks) + 1))
+        touched = np.flatnonzero(np.diff(bounds)).tolist()
+        pos, found = np.empty(len(update), np.int64), np.empty(len(update), bool)
+        for b in touched:
+            lo, hi, known = bounds[b], bounds[b + 1], blocks[b][0]
+            pos[lo:hi] = np.searchsorted(known, update.keys[lo:hi])
+            found[lo:hi] = known[np.minimum(pos[lo:hi], len(known) - 1)] == update.keys[lo:hi]
         new = np.flatnonzero(~found)
         first_ref = self._emails.append(update.emails.take(new))
-        at = pos[new]  # sorted, as the update's keys are
-        new_fps, new_flags = np.insert(fps, at, update.fingerprints[new]), np.insert(flags, at, update.flags[new])
-        # Known keys are updated in the new arrays (no extra copies): each has moved right by the number of keys
-        # inserted before it.
-        moved = pos[found] + np.searchsorted(at, pos[found], side="right")
-        new_fps[moved], new_flags[moved] = update.fingerprints[found], update.flags[found]
-        self._set_table(np.insert(keys, at, update.keys[new]), new_fps, new_flags,
-                        np.insert(refs, at, np.arange(first_ref, first_ref + len(new), dtype=np.uint32)))
+        refs = np.zeros(len(update), np.uint32)
+        refs[new] = np.arange(first_ref, first_ref + len(new), dtype=np.uint32)
+        for b in reversed(touched):  # from the last, so a block split in two does not move those still to do
+            part = slice(bounds[b], bounds[b + 1])
+            keys, fps, flags, block_refs = blocks[b]
+            hit, at = found[part], pos[part]
+            fps[at[hit]], flags[at[hit]] = update.fingerprints[part][hit], update.flags[part][hit]
+            if hit.all():
+                continue
+            gain, at = ~hit, at[~hit]
+            merged = (np.insert(keys, at, update.keys[part][gain]), np.insert(fps, at, update.fingerprints[part][gain]),
+                      np.insert(flags, at, update.flags[part][gain]), np.insert(block_refs, at, refs[part][gain]))
+            blocks[b:b + 1] = _split(*merged, self.BLOCK)
+            self._set_blocks(blocks)  # per block, so each replaced block is freed before the next is copied
 
     @property
     def pending_updates(self) -> int:
@@ -365,12 +406,17 @@ class SyncState:
 
     def subscribed_missing_from(self, seen: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Contacts this export subscribed that are not in ``seen`` (sorted keys): candidates for removal."""
-        keys, _, flags, refs = self.fold()._table
-        idx = np.flatnonzero((flags == SUBSCRIBED) & ~np.isin(keys, seen))
-        return keys[idx], self._emails.get(refs[idx])
+        keys, refs = [], []
+        for block_keys, _, flags, block_refs in self.fold()._table[0]:
+            idx = np.flatnonzero((flags == SUBSCRIBED) & ~np.isin(block_keys, seen))
+            keys.append(block_keys[idx])
+            refs.append(block_refs[idx])
+        if not keys:
+            return np.empty(0, np.uint64), []
+        return np.concatenate(keys), self._emails.get(np.concatenate(refs))
 
     def subscribed_count(self) -> int:
-        return int(np.count_nonzero(self.flags == SUBSCRIBED))
+        return sum(int(np.count_nonzero(block[2] == SUBSCRIBED)) for block in self._table[0])
 
     @property
     def nbytes(self) -> int:
@@ -378,12 +424,31 @@ class SyncState:
         with self._lock:
             recent = sum(e.keys.nbytes + e.fingerprints.nbytes + e.flags.nbytes + len(e.emails.data)
                          for e in self._recent)
-        return sum(a.nbytes for a in self._table) + sum(len(c.data) for c in self._emails.chunks) + recent
+        table = sum(a.nbytes for block in self._table[0] for a in block)
+        return table + sum(len(c.data) for c in self._emails.chunks) + recent
 
     def entries(self) -> Entries:
         """Everything, sorted by key, emails aligned (for tests and tools: it copies every email)."""
-        keys, fps, flags, refs = self.fold()._table
-        return Entries(keys, fps, flags, Strings.of(self._emails.get(refs)))
+        self.fold()
+        return Entries(self.keys, self.fingerprints, self.flags, Strings.of(self._emails.get(self._column(3))))
+
+
+def _block_of(firsts: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """The block each key falls in (keys below the first block's go to it)."""
+    return np.maximum(np.searchsorted(firsts, keys, side="right") - 1, 0)
+
+
+def _split(keys: np.ndarray, fps: np.ndarray, flags: np.ndarray, refs: np.ndarray, size: int) -> list[Block]:
+    """Key-sorted columns as blocks of ~``size`` (views); one block while it is under twice that."""
+    if not len(keys):
+        return []
+    pieces = 1 if len(keys) <= 2 * size else -(-len(keys) // size)
+    return list(zip(*(np.array_split(column, pieces) for column in (keys, fps, flags, refs))))
+
+
+def _writable(keys: np.ndarray, fps: np.ndarray, flags: np.ndarray, refs: np.ndarray) -> list[np.ndarray]:
+    dtypes = (np.uint64, np.uint64, np.uint8, np.uint32)
+    return [np.require(column, dtype, ["C", "W"]) for column, dtype in zip((keys, fps, flags, refs), dtypes)]
 
 
 _VERSION = 2
@@ -412,11 +477,12 @@ def encode_state(state: SyncState) -> bytes:
 
 def encode_state_pieces(state: SyncState) -> Iterator[bytes]:
     """The state file in pieces, one section at a time: saving never holds a second copy of the whole state."""
-    keys, fps, flags, refs = state.fold()._table
-    return _pack_pieces({"count": len(keys), "emails": state.emails.count, "version": _VERSION},
-                        [[keys.astype("<u8", copy=False)], [fps.astype("<u8", copy=False)],
-                         [flags.astype(np.uint8, copy=False)], [refs.astype("<u4", copy=False)],
-                         [chunk.data for chunk in state.emails.chunks]], (_STORED, _STORED, _FAST, _STORED, _FAST))
+    blocks = state.fold()._table[0]
+    types = ("<u8", "<u8", np.uint8, "<u4")
+    columns = [[block[i].astype(t, copy=False) for block in blocks] for i, t in enumerate(types)]
+    return _pack_pieces({"count": len(state), "emails": state.emails.count, "version": _VERSION},
+                        [*columns, [chunk.data for chunk in state.emails.chunks]],
+                        (_STORED, _STORED, _FAST, _STORED, _FAST))
 
 
 def decode_state(data: bytes) -> SyncState:
@@ -424,10 +490,10 @@ def decode_state(data: bytes) -> SyncState:
     header = _header(data)
     if header.get("version", 1) == 1:
         return SyncState(decode_entries(data))
-    _, sections = _unpack(data, 5)
-    keys, fps, flags = _columns(sections[:3])
-    refs = np.frombuffer(sections[3], "<u4")
-    emails = Strings(sections[4])
+    sections = _sections(data, 5)
+    # One section at a time, each copied into a writable column before the next is inflated.
+    keys, fps, flags, refs = (np.frombuffer(next(sections), t).astype(t) for t in ("<u8", "<u8", np.uint8, "<u4"))
+    emails = Strings(next(sections))
     count = header["count"]
     if not (len(keys) == len(fps) == len(flags) == len(refs) == count) or len(emails) != header["emails"]:
         raise ValueError("sync state sections disagree in length")
@@ -464,15 +530,17 @@ def _header(data: bytes) -> dict:
 
 
 def _unpack(data: bytes, count: int) -> tuple[dict, list[bytes]]:
-    header = _header(data)
+    return _header(data), list(_sections(data, count))
+
+
+def _sections(data: bytes, count: int) -> Iterator[bytes]:
+    """The first ``count`` sections, each inflated when asked for."""
     offset = 12 + struct.unpack_from("<I", data, 8)[0]
-    sections = []
     for _ in range(count):
         (length,) = struct.unpack_from("<Q", data, offset)
         offset += 8
-        sections.append(zlib.decompress(data[offset:offset + length]))
+        yield zlib.decompress(data[offset:offset + length])
         offset += length
-    return header, sections
 
 
 def _columns(sections: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

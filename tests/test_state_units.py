@@ -103,8 +103,11 @@ def test_merged_applies_later_confirmations_over_older():
     assert by_key == {1: (101, 1), 2: (502, 1), 3: (0, 2), 4: (504, 1)}
 
 
-def test_folding_confirmations_in_matches_a_dict_of_latest_values():
-    # Folds insert new keys and update known ones in the same pass; compare many random rounds with a plain dict.
+@pytest.mark.parametrize("block", [65536, 3])
+def test_folding_confirmations_in_matches_a_dict_of_latest_values(monkeypatch, block):
+    # Folds insert new keys and update known ones in the same pass; compare many random rounds with a plain dict,
+    # with one block and with many small ones that split as they fill.
+    monkeypatch.setattr(SyncState, "BLOCK", block)
     rng = np.random.default_rng(7)
     for _ in range(200):
         base = np.unique(rng.integers(0, 200, int(rng.integers(0, 50)), dtype=np.uint64)).tolist()
@@ -120,6 +123,36 @@ def test_folding_confirmations_in_matches_a_dict_of_latest_values():
         got = state.entries()
         assert dict(zip(got.keys.tolist(), zip(got.fingerprints.tolist(), got.flags.tolist()))) == expected
         assert got.emails.tolist() == [f"u{k}@example.com" for k in got.keys.tolist()]
+        probe = np.arange(0, 210, dtype=np.uint64)
+        fps, flags = state.lookup(probe)
+        assert [(f, g) for f, g in zip(fps.tolist(), flags.tolist()) if f or g] == [expected[k] for k in sorted(expected)]
+
+
+def test_a_fold_rebuilds_only_blocks_that_gain_keys_and_keeps_them_bounded(monkeypatch):
+    # The table stays in blocks of at most 2 * BLOCK, and changed fingerprints of known keys are written in
+    # place: a re-run's fold copies nothing, a first run's fold copies one block at a time, never the table.
+    monkeypatch.setattr(SyncState, "BLOCK", 4)
+    state = SyncState(entries(range(0, 200, 10)))  # 20 keys: 5 blocks of 4
+    assert state.block_count == 5
+    before = state._table[0]
+    state.record(entries([0, 100, 190], fp_base=7))
+    state.fold()
+    after = state._table[0]
+    assert all(a is b for a, b in zip(after, before)) and len(after) == 5
+    assert state.lookup(np.array([0, 100, 190, 120], np.uint64))[0].tolist() == [7, 107, 197, 220]
+    state.record(entries([41, 42, 43, 44, 45]))  # all land in the block that starts at 40: 9 keys, split in 3
+    state.fold()
+    blocks = state._table[0]
+    assert [len(b[0]) for b in blocks] == [4, 3, 3, 3, 4, 4, 4]
+    assert blocks[0] is before[0] and all(a is b for a, b in zip(blocks[4:], before[2:]))
+    assert state.keys.tolist() == sorted([*range(0, 200, 10), 41, 42, 43, 44, 45])
+
+
+def test_a_loaded_state_can_be_folded_into_in_place():
+    # A decoded state's columns are copies, not views of the (read-only) file buffer.
+    state = decode_state(encode_state(SyncState(entries([1, 2, 3]))))
+    state.record(entries([2], fp_base=50))
+    assert state.fold().lookup(np.array([1, 2], np.uint64))[0].tolist() == [101, 52]
 
 
 def test_removal_candidates_are_only_subscribed_contacts_missing_from_the_export():
