@@ -1,12 +1,15 @@
 """Sync state encoding, lookups, merging and journal replay (storage-free parts)."""
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
+import orjson
 import pytest
 
-from exporter.state import (SUBSCRIBED, UNSUBSCRIBED, Entries, KeySet, Strings, SyncState, decode_entries,
-                            decode_state, encode_confirmed, encode_entries, encode_state, encode_submitted,
-                            replay_journal)
+from exporter.state import (SUBSCRIBED, UNSUBSCRIBED, EmailStore, Entries, KeySet, Strings, SyncState, _header, _pack,
+                            decode_entries, decode_state, encode_confirmed, encode_entries, encode_state,
+                            encode_submitted, replay_journal)
 
 
 def entries(keys, fp_base=100, flag=SUBSCRIBED) -> Entries:
@@ -59,7 +62,7 @@ def test_state_round_trips_with_emails_added_by_several_folds(monkeypatch):
     for key in (30, 10, 70, 20, 60):
         state.record(entries([key], fp_base=1))
     decoded = decode_state(encode_state(state))
-    assert len(decoded.emails.chunks) == 1
+    assert decoded.emails.chunks == state.emails.chunks and len(decoded.emails.chunks) == 4  # stored as they are
     original, again = state.entries(), decoded.entries()
     assert again.keys.tolist() == [10, 20, 30, 50, 60, 70] == original.keys.tolist()
     assert again.fingerprints.tolist() == original.fingerprints.tolist() == [11, 21, 31, 150, 61, 71]
@@ -70,6 +73,38 @@ def test_version_1_state_files_still_load():
     old = encode_entries(entries([3, 1, 2]))  # version 1: emails aligned with the keys
     state = decode_state(old)
     assert state.entries().emails.tolist() == ["u1@example.com", "u2@example.com", "u3@example.com"]
+
+
+def test_version_2_state_files_still_load():
+    # Version 2 kept all emails in one zlib section; write one the way it did.
+    emails = Strings.of(["u3@example.com", "u1@example.com"])
+    v2 = _pack({"count": 2, "emails": 2, "version": 2},
+               [[np.array([1, 3], "<u8")], [np.array([101, 103], "<u8")], [np.array([SUBSCRIBED] * 2, np.uint8)],
+                [np.array([1, 0], "<u4")], [emails.data]], (0, 0, 1, 0, 1))
+    state = decode_state(v2)
+    assert state.entries().emails.tolist() == ["u1@example.com", "u3@example.com"]
+    assert decode_state(encode_state(state)).lookup(np.array([3], np.uint64))[0].tolist() == [103]
+
+
+def test_emails_are_kept_compressed_in_chunks_and_read_across_them(monkeypatch):
+    monkeypatch.setattr(EmailStore, "CHUNK", 3)
+    emails = [f"person.number{i}@example.com" for i in range(10)]
+    store = EmailStore(Strings.of(emails))
+    assert store.counts == [3, 3, 3, 1] and store.count == 10
+    assert store.get(np.array([9, 0, 4, 4, 8], np.int64)) == [emails[i] for i in (9, 0, 4, 4, 8)]
+    monkeypatch.setattr(EmailStore, "CHUNK", 65536)
+    many = [f"first.last{i}@example.com" for i in range(5000)]
+    assert EmailStore(Strings.of(many)).nbytes < len(Strings.of(many).data) / 2
+
+
+def test_decode_state_refuses_email_chunks_that_disagree_with_the_header():
+    data = encode_state(SyncState(entries([1, 2])))
+    header = _header(data)
+    header["emailChunks"][0][1] += 1
+    head = orjson.dumps(header)
+    body = data[12 + int.from_bytes(data[8:12], "little"):]
+    with pytest.raises(ValueError, match="email chunks"):
+        decode_state(data[:8] + len(head).to_bytes(4, "little") + head + body)
 
 
 def test_decode_state_refuses_references_to_missing_emails():
@@ -192,8 +227,8 @@ def test_state_memory_counts_arrays_emails_and_unfolded_confirmations(monkeypatc
     monkeypatch.setattr(SyncState, "COMPACT_EVERY", 1000)
     state = SyncState(entries(range(100)))
     folded = state.nbytes
-    email_bytes = sum(len(f"u{k}@example.com\n") for k in range(100))
-    assert folded == 100 * (8 + 8 + 1 + 4) + email_bytes  # key, fingerprint, flag, email position, email
+    compressed_emails = len(zlib.compress(Strings.of([f"u{k}@example.com" for k in range(100)]).data, 1))
+    assert folded == 100 * (8 + 8 + 1 + 4) + compressed_emails  # key, fingerprint, flag, email position, email
     state.record(entries(range(100, 110)))  # not folded yet: still counted
     assert state.nbytes == folded + 10 * (8 + 8 + 1) + sum(len(f"u{k}@example.com\n") for k in range(100, 110))
     seen = KeySet()
