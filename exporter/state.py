@@ -11,13 +11,14 @@
 """
 from __future__ import annotations
 
+import io
 import logging
 import struct
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 import orjson
@@ -516,14 +517,37 @@ def encode_state_pieces(state: SyncState) -> Iterator[bytes]:
 
 def decode_state(data: bytes) -> SyncState:
     """A saved sync state; also reads version 1 (emails aligned with the keys) and 2 (emails in one section)."""
-    header = _header(data)
+    return read_state(io.BytesIO(data))
+
+
+def read_state(stream: BinaryIO) -> SyncState:
+    """A saved sync state read from ``stream`` (a file, or a blob download) as it arrives: each column is
+    inflated straight into its array, so loading holds the state and one piece of the file, not the file too."""
+    start = _read_exact(stream, 12)
+    if start[:8] != _MAGIC:
+        raise ValueError("not a sync state file (bad magic)")
+    head = _read_exact(stream, struct.unpack_from("<I", start, 8)[0])
+    header = orjson.loads(head)
     version = header.get("version", 1)
-    if version == 1:
+    if version < 3:
+        return _decode_whole(start + head + stream.read(), header)
+    count = header["count"]
+    keys, fps, flags, refs = (_inflate_column(stream, count, t) for t in ("<u8", "<u8", "u1", "<u4"))
+    emails = _read_email_chunks(stream, header)
+    if emails.count != header["emails"]:
+        raise ValueError("sync state sections disagree in length")
+    if count and int(refs.max()) >= emails.count:
+        raise ValueError("sync state refers to emails it does not hold")
+    return SyncState.from_columns(keys, fps, flags, refs, emails)
+
+
+def _decode_whole(data: bytes, header: dict) -> SyncState:
+    """Version 1 and 2 files, read whole."""
+    if header.get("version", 1) == 1:
         return SyncState(decode_entries(data))
-    sections = _sections(data, 5, raw_last=version >= 3)
-    # One section at a time, each copied into a writable column before the next is inflated.
+    sections = _sections(data, 5)
     keys, fps, flags, refs = (np.frombuffer(next(sections), t).astype(t) for t in ("<u8", "<u8", np.uint8, "<u4"))
-    emails = _email_store(next(sections), header) if version >= 3 else EmailStore(Strings(next(sections)))
+    emails = EmailStore(Strings(next(sections)))
     count = header["count"]
     if not (len(keys) == len(fps) == len(flags) == len(refs) == count) or emails.count != header["emails"]:
         raise ValueError("sync state sections disagree in length")
@@ -532,13 +556,43 @@ def decode_state(data: bytes) -> SyncState:
     return SyncState.from_columns(keys, fps, flags, refs, emails)
 
 
-def _email_store(section: bytes, header: dict) -> EmailStore:
-    store, offset = EmailStore(), 0
-    for count, size in header["emailChunks"]:
-        store.add_compressed(section[offset:offset + size], count)
-        offset += size
-    if offset != len(section):
+_READ_PIECE = 1 << 20
+
+
+def _read_exact(stream: BinaryIO, size: int) -> bytes:
+    data = stream.read(size)
+    while len(data) < size:
+        more = stream.read(size - len(data))
+        if not more:
+            raise ValueError("sync state file ends early")
+        data += more
+    return data
+
+
+def _inflate_column(stream: BinaryIO, count: int, dtype: str) -> np.ndarray:
+    """The next section, a zlib stream of ``count`` values, inflated into a new array a piece at a time."""
+    (length,) = struct.unpack("<Q", _read_exact(stream, 8))
+    column = np.empty(count, dtype)
+    out, filled = memoryview(column).cast("B"), 0
+    inflater = zlib.decompressobj()
+    for offset in range(0, length, _READ_PIECE):
+        piece = inflater.decompress(_read_exact(stream, min(_READ_PIECE, length - offset)), len(out) - filled + 1)
+        if filled + len(piece) > len(out) or inflater.unconsumed_tail:
+            raise ValueError("sync state sections disagree in length")
+        out[filled:filled + len(piece)] = piece
+        filled += len(piece)
+    if filled != len(out) or not inflater.eof:
+        raise ValueError("sync state sections disagree in length")
+    return column
+
+
+def _read_email_chunks(stream: BinaryIO, header: dict) -> EmailStore:
+    (length,) = struct.unpack("<Q", _read_exact(stream, 8))
+    if sum(size for _, size in header["emailChunks"]) != length:
         raise ValueError("sync state email chunks disagree with their section")
+    store = EmailStore()
+    for count, size in header["emailChunks"]:
+        store.add_compressed(_read_exact(stream, size), count)
     return store
 
 
@@ -578,14 +632,14 @@ def _unpack(data: bytes, count: int) -> tuple[dict, list[bytes]]:
     return _header(data), list(_sections(data, count))
 
 
-def _sections(data: bytes, count: int, raw_last: bool = False) -> Iterator[bytes]:
-    """The first ``count`` sections, each inflated when asked for (the last left as it is if ``raw_last``)."""
+def _sections(data: bytes, count: int) -> Iterator[bytes]:
+    """The first ``count`` sections, each inflated when asked for."""
     offset = 12 + struct.unpack_from("<I", data, 8)[0]
-    for n in range(count):
+    view = memoryview(data)
+    for _ in range(count):
         (length,) = struct.unpack_from("<Q", data, offset)
         offset += 8
-        section = data[offset:offset + length]
-        yield section if raw_last and n == count - 1 else zlib.decompress(section)
+        yield zlib.decompress(view[offset:offset + length])
         offset += length
 
 
@@ -748,7 +802,7 @@ class StateStore:
         blob = self.container.get_blob_client(f"{export}/state.bin")
         try:
             download = blob.download_blob()
-            etag, data = download.properties.etag, download.readall()
+            etag = download.properties.etag
         except ResourceNotFoundError:
             loaded = LoadedState(SyncState(), None, None)
         except HttpResponseError as exc:
@@ -757,7 +811,7 @@ class StateStore:
             loaded = LoadedState(SyncState(), None, None)
         else:
             try:
-                loaded = LoadedState(decode_state(data), etag)
+                loaded = LoadedState(read_state(download), etag)  # read as it downloads, 4 MiB at a time
             except (ValueError, zlib.error, struct.error, orjson.JSONDecodeError, KeyError) as exc:
                 aside = f"{export}/state.bin.unreadable-{run_id}"
                 if not read_only:

@@ -1,15 +1,17 @@
 """Sync state encoding, lookups, merging and journal replay (storage-free parts)."""
 from __future__ import annotations
 
+import io
 import zlib
 
 import numpy as np
 import orjson
 import pytest
 
+from exporter import state as state_module
 from exporter.state import (SUBSCRIBED, UNSUBSCRIBED, EmailStore, Entries, KeySet, Strings, SyncState, _header, _pack,
                             decode_entries, decode_state, encode_confirmed, encode_entries, encode_state,
-                            encode_submitted, replay_journal)
+                            encode_submitted, read_state, replay_journal)
 
 
 def entries(keys, fp_base=100, flag=SUBSCRIBED) -> Entries:
@@ -95,6 +97,43 @@ def test_emails_are_kept_compressed_in_chunks_and_read_across_them(monkeypatch):
     monkeypatch.setattr(EmailStore, "CHUNK", 65536)
     many = [f"first.last{i}@example.com" for i in range(5000)]
     assert EmailStore(Strings.of(many)).nbytes < len(Strings.of(many).data) / 2
+
+
+class Trickle(io.RawIOBase):
+    """A stream that hands out at most 7 bytes a read, as a slow download might."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+
+    def read(self, size: int = -1) -> bytes:
+        size = len(self._data) if size < 0 else min(size, 7)
+        piece, self._data = bytes(self._data[:size]), self._data[size:]
+        return piece
+
+
+def test_a_state_is_read_as_it_arrives_in_small_pieces(monkeypatch):
+    monkeypatch.setattr(state_module, "_READ_PIECE", 5)
+    monkeypatch.setattr(SyncState, "COMPACT_EVERY", 3)
+    state = SyncState(entries(range(0, 40, 3)))
+    for key in (1, 2, 3, 4, 7, 100):
+        state.record(entries([key], fp_base=9))
+    data = encode_state(state)
+    got = read_state(Trickle(data)).entries()
+    want = state.entries()
+    assert got.keys.tolist() == want.keys.tolist() and got.fingerprints.tolist() == want.fingerprints.tolist()
+    assert got.flags.tolist() == want.flags.tolist() and got.emails.tolist() == want.emails.tolist()
+    with pytest.raises(ValueError, match="ends early"):
+        read_state(Trickle(data[:-3]))
+
+
+def test_decode_state_refuses_a_column_longer_than_the_header_says():
+    data = encode_state(SyncState(entries([1, 2, 3])))
+    header = _header(data)
+    header["count"] = 2
+    head = orjson.dumps(header)
+    body = data[12 + int.from_bytes(data[8:12], "little"):]
+    with pytest.raises(ValueError, match="disagree in length"):
+        decode_state(data[:8] + len(head).to_bytes(4, "little") + head + body)
 
 
 def test_decode_state_refuses_email_chunks_that_disagree_with_the_header():
