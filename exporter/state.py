@@ -318,7 +318,8 @@ class SyncState:
                                            order.astype(np.uint32)), self.BLOCK))
         self._recent: list[Entries] = []
         self._recent_count = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the confirmations not folded in yet
+        self._folding = threading.Lock()  # one fold at a time
 
     @classmethod
     def from_columns(cls, keys: np.ndarray, fingerprints: np.ndarray, flags: np.ndarray, refs: np.ndarray,
@@ -384,20 +385,34 @@ class SyncState:
         with self._lock:
             self._recent.append(entries)
             self._recent_count += len(entries)
-            if self._recent_count >= self.COMPACT_EVERY:
-                self._fold()
+            if self._recent_count < self.COMPACT_EVERY:
+                return
+            taken = self._take_recent()
+        self._apply(taken)
 
     def fold(self) -> "SyncState":
         """Apply every confirmation recorded so far; returns self."""
         with self._lock:
-            self._fold()
+            taken = self._take_recent()
+        self._apply(taken)
         return self
 
-    def _fold(self) -> None:
-        if not self._recent:
-            return
-        update = Entries.concat(self._recent).latest_per_key()
-        self._recent, self._recent_count = [], 0
+    def _take_recent(self) -> list[Entries]:
+        # Called holding _lock: taking the fold lock before letting go of it applies folds in the order their
+        # confirmations were recorded. Other threads go on recording while a fold runs (~50 ms of CPU at 1M
+        # contacts, far longer in wall time on a busy interpreter); they wait only if another fold comes due.
+        taken, self._recent, self._recent_count = self._recent, [], 0
+        self._folding.acquire()
+        return taken
+
+    def _apply(self, taken: list[Entries]) -> None:
+        try:
+            if taken:
+                self._merge(Entries.concat(taken).latest_per_key())
+        finally:
+            self._folding.release()
+
+    def _merge(self, update: Entries) -> None:
         blocks = list(self._table[0])
         if not blocks:
             first_ref = self._emails.append(update.emails)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import zlib
 
 import numpy as np
@@ -220,6 +221,32 @@ def test_a_fold_rebuilds_only_blocks_that_gain_keys_and_keeps_them_bounded(monke
     assert [len(b[0]) for b in blocks] == [4, 3, 3, 3, 4, 4, 4]
     assert blocks[0] is before[0] and all(a is b for a, b in zip(blocks[4:], before[2:]))
     assert state.keys.tolist() == sorted([*range(0, 200, 10), 41, 42, 43, 44, 45])
+
+
+def test_confirmations_are_recorded_while_a_fold_runs(monkeypatch):
+    # A fold runs on an HTTP thread; the other HTTP threads must not wait for it to record their batches.
+    monkeypatch.setattr(SyncState, "COMPACT_EVERY", 2)
+    state = SyncState()
+    entered, release = threading.Event(), threading.Event()
+    merge = SyncState._merge
+
+    def held_merge(self, update):
+        entered.set()
+        assert release.wait(10)
+        merge(self, update)
+
+    monkeypatch.setattr(SyncState, "_merge", held_merge)
+    folding = threading.Thread(target=state.record, args=(entries([1, 2]),))
+    folding.start()
+    assert entered.wait(10)
+    recording = threading.Thread(target=state.record, args=(entries([3], fp_base=5),))
+    recording.start()
+    recording.join(10)
+    recorded_during_fold = not recording.is_alive() and state.pending_updates == 1
+    release.set()
+    folding.join(10)
+    assert recorded_during_fold
+    assert state.fold().lookup(np.array([1, 2, 3], np.uint64))[0].tolist() == [101, 102, 8]
 
 
 def test_a_loaded_state_can_be_folded_into_in_place():
