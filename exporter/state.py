@@ -294,6 +294,8 @@ def _pieces(emails: Strings, size: int) -> Iterator[Strings]:
 
 
 Block = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # keys, fingerprints, flags, email refs; by key
+_BLOCK_TYPES = (np.uint64, np.uint64, np.uint8, np.uint32)
+_FILE_TYPES = ("<u8", "<u8", "u1", "<u4")  # the same columns in the state file
 
 
 class SyncState:
@@ -303,8 +305,8 @@ class SyncState:
     fingerprints, flags, email positions), with each block's first key in an index; emails live in an
     append-only store. A run's confirmations are folded in every ``COMPACT_EVERY`` contacts: changed
     fingerprints are written in place and only blocks that gain keys are rebuilt, one at a time. Memory stays
-    at ~21 bytes a contact plus the compressed email, and a fold never holds a second copy of the table (one table copied
-    whole at every fold was a 1M run's memory peak, ~40 MB above the rest).
+    at ~21 bytes a contact plus the compressed email, and a fold never holds a second copy of the table (one
+    table copied whole at every fold was a 1M run's memory peak, ~40 MB above the rest).
     """
 
     COMPACT_EVERY = 65536
@@ -337,7 +339,7 @@ class SyncState:
     def _column(self, which: int) -> np.ndarray:
         blocks = self._table[0]
         if not blocks:
-            return np.empty(0, (np.uint64, np.uint64, np.uint8, np.uint32)[which])
+            return np.empty(0, _BLOCK_TYPES[which])
         return np.concatenate([block[which] for block in blocks])
 
     @property
@@ -387,17 +389,17 @@ class SyncState:
             self._recent_count += len(entries)
             if self._recent_count < self.COMPACT_EVERY:
                 return
-            taken = self._take_recent()
-        self._apply(taken)
+            taken = self._start_fold()
+        self._finish_fold(taken)
 
     def fold(self) -> "SyncState":
         """Apply every confirmation recorded so far; returns self."""
         with self._lock:
-            taken = self._take_recent()
-        self._apply(taken)
+            taken = self._start_fold()
+        self._finish_fold(taken)
         return self
 
-    def _take_recent(self) -> list[Entries]:
+    def _start_fold(self) -> list[Entries]:
         # Called holding _lock: taking the fold lock before letting go of it applies folds in the order their
         # confirmations were recorded. Other threads go on recording while a fold runs (~50 ms of CPU at 1M
         # contacts, far longer in wall time on a busy interpreter); they wait only if another fold comes due.
@@ -405,7 +407,7 @@ class SyncState:
         self._folding.acquire()
         return taken
 
-    def _apply(self, taken: list[Entries]) -> None:
+    def _finish_fold(self, taken: list[Entries]) -> None:
         try:
             if taken:
                 self._merge(Entries.concat(taken).latest_per_key())
@@ -492,8 +494,7 @@ def _split(keys: np.ndarray, fps: np.ndarray, flags: np.ndarray, refs: np.ndarra
 
 
 def _writable(keys: np.ndarray, fps: np.ndarray, flags: np.ndarray, refs: np.ndarray) -> list[np.ndarray]:
-    dtypes = (np.uint64, np.uint64, np.uint8, np.uint32)
-    return [np.require(column, dtype, ["C", "W"]) for column, dtype in zip((keys, fps, flags, refs), dtypes)]
+    return [np.require(column, dtype, ["C", "W"]) for column, dtype in zip((keys, fps, flags, refs), _BLOCK_TYPES)]
 
 
 _VERSION = 3  # 2: emails in one zlib section; 3: emails as the store's compressed chunks, stored as they are
@@ -523,8 +524,7 @@ def encode_state(state: SyncState) -> bytes:
 def encode_state_pieces(state: SyncState) -> Iterator[bytes]:
     """The state file in pieces, one section at a time: saving never holds a second copy of the whole state."""
     blocks, emails = state.fold()._table[0], state.emails
-    types = ("<u8", "<u8", np.uint8, "<u4")
-    columns = [[block[i].astype(t, copy=False) for block in blocks] for i, t in enumerate(types)]
+    columns = [[block[i].astype(t, copy=False) for block in blocks] for i, t in enumerate(_FILE_TYPES)]
     header = {"count": len(state), "emails": emails.count, "version": _VERSION,
               "emailChunks": [[count, len(chunk)] for count, chunk in zip(emails.counts, emails.chunks)]}
     return _pack_pieces(header, [*columns, emails.chunks], (_STORED, _STORED, _FAST, _STORED, _RAW))
@@ -546,14 +546,8 @@ def read_state(stream: BinaryIO) -> SyncState:
     version = header.get("version", 1)
     if version < 3:
         return _decode_whole(start + head + stream.read(), header)
-    count = header["count"]
-    keys, fps, flags, refs = (_inflate_column(stream, count, t) for t in ("<u8", "<u8", "u1", "<u4"))
-    emails = _read_email_chunks(stream, header)
-    if emails.count != header["emails"]:
-        raise ValueError("sync state sections disagree in length")
-    if count and int(refs.max()) >= emails.count:
-        raise ValueError("sync state refers to emails it does not hold")
-    return SyncState.from_columns(keys, fps, flags, refs, emails)
+    keys, fps, flags, refs = (_inflate_column(stream, header["count"], t) for t in _FILE_TYPES)
+    return _checked_state(header, keys, fps, flags, refs, _read_email_chunks(stream, header))
 
 
 def _decode_whole(data: bytes, header: dict) -> SyncState:
@@ -561,8 +555,12 @@ def _decode_whole(data: bytes, header: dict) -> SyncState:
     if header.get("version", 1) == 1:
         return SyncState(decode_entries(data))
     sections = _sections(data, 5)
-    keys, fps, flags, refs = (np.frombuffer(next(sections), t).astype(t) for t in ("<u8", "<u8", np.uint8, "<u4"))
-    emails = EmailStore(Strings(next(sections)))
+    keys, fps, flags, refs = (np.frombuffer(next(sections), t).astype(t) for t in _FILE_TYPES)
+    return _checked_state(header, keys, fps, flags, refs, EmailStore(Strings(next(sections))))
+
+
+def _checked_state(header: dict, keys: np.ndarray, fps: np.ndarray, flags: np.ndarray, refs: np.ndarray,
+                   emails: EmailStore) -> SyncState:
     count = header["count"]
     if not (len(keys) == len(fps) == len(flags) == len(refs) == count) or emails.count != header["emails"]:
         raise ValueError("sync state sections disagree in length")

@@ -127,24 +127,27 @@ def test_a_state_is_read_as_it_arrives_in_small_pieces(monkeypatch):
         read_state(Trickle(data[:-3]))
 
 
-def test_decode_state_refuses_a_column_longer_than_the_header_says():
-    data = encode_state(SyncState(entries([1, 2, 3])))
+def with_header(data: bytes, change) -> bytes:
+    """A state file with its header changed by ``change`` and the sections left as they are."""
     header = _header(data)
-    header["count"] = 2
+    change(header)
     head = orjson.dumps(header)
-    body = data[12 + int.from_bytes(data[8:12], "little"):]
+    return data[:8] + len(head).to_bytes(4, "little") + head + data[12 + int.from_bytes(data[8:12], "little"):]
+
+
+def test_decode_state_refuses_a_column_longer_than_the_header_says():
+    data = with_header(encode_state(SyncState(entries([1, 2, 3]))), lambda header: header.update(count=2))
     with pytest.raises(ValueError, match="disagree in length"):
-        decode_state(data[:8] + len(head).to_bytes(4, "little") + head + body)
+        decode_state(data)
 
 
 def test_decode_state_refuses_email_chunks_that_disagree_with_the_header():
-    data = encode_state(SyncState(entries([1, 2])))
-    header = _header(data)
-    header["emailChunks"][0][1] += 1
-    head = orjson.dumps(header)
-    body = data[12 + int.from_bytes(data[8:12], "little"):]
+    def longer_first_chunk(header: dict) -> None:
+        header["emailChunks"][0][1] += 1
+
+    data = with_header(encode_state(SyncState(entries([1, 2]))), longer_first_chunk)
     with pytest.raises(ValueError, match="email chunks"):
-        decode_state(data[:8] + len(head).to_bytes(4, "little") + head + body)
+        decode_state(data)
 
 
 def test_decode_state_refuses_references_to_missing_emails():
