@@ -10,11 +10,16 @@ Three measurements (each exporter run is its own process, so its wall time and p
   scaled request spacing. At ×60 the run is CPU-bound on 2 cores shared with the emulator and Azurite, so it
   measures the CPU (the overhead run's job), not the pacing.
 - re-run: the same export with 1% of rows changed; contacts sent and wall time.
+- a CPU reference at the start and the end: a fixed single-threaded workload, to tell the machine's slow spells
+  (this build machine's CPU speed varies by 2-3x from hour to hour) from changes in the exporter.
 Results are printed as a table and written to bench/results.json.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
+import io
 import json
 import math
 import os
@@ -26,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
+import orjson
 from azure.storage.blob import BlobServiceClient
 
 from devtools.azurite import start_azurite
@@ -102,6 +108,23 @@ def latest_report(connection: str, name: str) -> dict:
     return json.loads(runs.download_blob(names[-1]).readall())
 
 
+def cpu_reference(rows: int = 20_000, repeats: int = 3) -> float:
+    """µs per row of a fixed single-threaded workload shaped like the exporter's per-row work (parse a CSV row,
+    encode it as JSON, hash it): best of ``repeats``. It tells a slow spell of the machine from a slow exporter:
+    on this project's build machine the same code's wall times move with it."""
+    lines = "".join(f"c{i},Person.{i}@Example{i % 97}.com,First{i},Last{i},+1 555 {i:07d},City {i % 301},Gold\n"
+                    for i in range(rows))
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for values in csv.reader(io.StringIO(lines)):
+            email = values[1].strip().lower()
+            hashlib.blake2b(email.encode(), digest_size=8).digest()
+            hashlib.blake2b(orjson.dumps(values), digest_size=8).digest()
+        best = min(best, time.perf_counter() - started)
+    return round(best / rows * 1e6, 2)
+
+
 def generate(container, path: str, rows: int, version: int, **changes) -> tuple[object, float]:
     started = time.monotonic()
     sample = write_sample_export(container, path=path, entity="VipCustomers", rows=rows, partitions=10, seed=42,
@@ -123,6 +146,8 @@ def main() -> int:
     results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "machine": f"{os.cpu_count()} cores, {_memory_gib()} GiB, {platform.python_implementation()} "
                                 f"{platform.python_version()}", "rows": args.rows}
+    results["cpu_reference_us_per_row"] = {"start": cpu_reference()}
+    print(f"CPU reference: {results['cpu_reference_us_per_row']['start']} µs a row", flush=True)
     unlimited = {"bulkImportsPerMinute": 10_000_000, "requestsPerSecond": 1_000_000}
     scaled = {"bulkImportsPerMinute": 100 * scale, "requestsPerSecond": 5 * scale}
 
@@ -185,6 +210,7 @@ def main() -> int:
         finally:
             emulator.stop()
 
+    results["cpu_reference_us_per_row"]["end"] = cpu_reference()
     RESULTS.write_text(json.dumps(results, indent=2), encoding="utf-8")
     print_table(results)
     return 0
@@ -216,7 +242,11 @@ def print_table(r: dict) -> None:
         ("re-run, 1% changed: sent", f"{rr['sent']:,} ({rr['sent_share']:.2%})", "≤ 1.2%"),
         ("re-run: wall time", f"{rr['wall_seconds']} s", ""),
     ]
+    reference = r.get("cpu_reference_us_per_row", {})
     print(f"\nBenchmark {r['date']} on {r['machine']}")
+    if reference:
+        print(f"  CPU reference (fixed workload, lower is faster): {reference.get('start')} µs a row at the start, "
+              f"{reference.get('end')} at the end")
     for label, value, target in lines:
         print(f"  {label:<40}{value:>28}   {target}")
     print(f"results: {RESULTS.relative_to(REPO)}")
