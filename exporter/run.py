@@ -132,7 +132,7 @@ class ExportRun:
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._last_progress = 0.0
-        self._resubscribe: list[Contact] = []
+        self._resubscribe: list[str] = []  # emails
         self._subscribed_before = 0
         self.state = SyncState()
         self.journal = None
@@ -344,8 +344,8 @@ class ExportRun:
     def _resubscribe_returners(self, client: ActiveCampaignClient) -> None:
         """Bulk import does not re-subscribe someone taken off the list; contactLists does."""
         list_id = self.export.destination.list_id
-        for contact in self._resubscribe:
-            contact_id = client.find_contact_id(contact.email)
+        for email in self._resubscribe:
+            contact_id = client.find_contact_id(email)
             if contact_id is None:
                 continue
             client.set_list_status(contact_id, list_id, SUBSCRIBE)
@@ -354,24 +354,24 @@ class ExportRun:
     # --- sink callbacks (called from sender and poller threads) ---------------------------------------------
 
     def submitted(self, batch: Batch) -> None:
-        batch.entries = _entries(batch.contacts)
-        self.journal.append_submitted(encode_submitted(batch.batch_id or "", batch.entries))
+        batch.accepted = Accepted.of(batch.contacts)
+        batch.contacts = []  # the confirmation needs only what Accepted keeps
+        self.journal.append_submitted(encode_submitted(batch.batch_id or "", batch.accepted.entries))
 
     def confirmed(self, batch: Batch, failed_emails: set[str]) -> None:
         # Per-contact Python only where AC reported failures: this runs for every batch, on the HTTP threads.
-        ok = batch.contacts
+        accepted = batch.accepted or Accepted.of(batch.contacts)
+        entries = accepted.entries
         if failed_emails:
-            ok = [c for c in batch.contacts if c.email not in failed_emails]
-            for contact in batch.contacts:
-                if contact.email in failed_emails:
-                    self.rejected(Rejection(contact.customer_id, contact.email, Reason.REJECTED_BY_ACTIVECAMPAIGN,
+            for customer_id, email in accepted.sources():
+                if email in failed_emails:
+                    self.rejected(Rejection(customer_id, email, Reason.REJECTED_BY_ACTIVECAMPAIGN,
                                             f"ActiveCampaign reported that import {batch.batch_id} failed for it"))
-        entries = batch.entries if batch.entries is not None else _entries(batch.contacts)
-        entries = entries.without_emails(failed_emails)
+            entries = entries.without_emails(failed_emails)
         self.state.record(entries)
         self.journal.append(encode_confirmed(batch.batch_id or "", failed_emails))
         subscribed = int(np.count_nonzero(entries.flags == SUBSCRIBE))
-        returners = [c for c in ok if c.resubscribe]
+        returners = [email for email in accepted.returners if email not in failed_emails]
         with self._lock:
             self.counts["confirmed"] += subscribed
             self.counts["unsubscribed"] += len(entries) - subscribed
@@ -384,11 +384,12 @@ class ExportRun:
         log.debug("rejected %s: %s", logsafe.mask_email(rejection.email), rejection.reason.value)
 
     def unconfirmed(self, batch: Batch, why: str) -> None:
-        for contact in batch.contacts:
-            self.rejected_rows.add(Rejection(contact.customer_id, contact.email, Reason.NOT_CONFIRMED,
+        accepted = batch.accepted or Accepted.of(batch.contacts)
+        for customer_id, email in accepted.sources():
+            self.rejected_rows.add(Rejection(customer_id, email, Reason.NOT_CONFIRMED,
                                              f"{why}; it is sent again on the next run"))
         with self._lock:
-            self.counts["notConfirmed"] += len(batch.contacts)
+            self.counts["notConfirmed"] += len(accepted.entries)
             self.report.errors.append(why)
 
     def _fail_on_unconfirmed(self) -> None:
@@ -429,6 +430,25 @@ class ExportRun:
             export=self.export.name, rows_read=self.counts["rowsRead"], sent=self.counts["sent"],
             confirmed=confirmed, unchanged=self.counts["unchanged"], rejected=sum(self.report.rejected.values()),
             batches=self.counts["batches"], elapsed=elapsed, rate=rate, eta_seconds=eta, phase=phase))
+
+
+@dataclass(slots=True)
+class Accepted:
+    """A batch AC has accepted, as confirming it needs it. Up to ``max_unconfirmed`` of them wait for AC to
+    process them: as Contact objects that is ~350 bytes a contact, as this ~60."""
+
+    entries: Entries
+    customer_ids: bytes  # a JSON list in the batch's order, read only when AC reports failures
+    returners: list[str]  # emails to re-subscribe once confirmed
+
+    @classmethod
+    def of(cls, contacts: list[Contact]) -> "Accepted":
+        return cls(_entries(contacts), orjson.dumps([c.customer_id for c in contacts]),
+                   [c.email for c in contacts if c.resubscribe])
+
+    def sources(self) -> Iterable[tuple[str, str]]:
+        """(customer id, email) of each contact, in the batch's order."""
+        return zip(orjson.loads(self.customer_ids), self.entries.emails.tolist())
 
 
 def _entries(contacts: list[Contact]) -> Entries:

@@ -31,7 +31,9 @@ class Batch:
     contacts: list[Contact]
     batch_id: str | None = None
     submitted_at: float = 0.0
-    entries: Any = None  # the contacts as sync-state entries, built once when AC accepts the batch
+    # What the listener keeps once AC has accepted the batch (it may drop ``contacts`` for it): up to
+    # ``max_unconfirmed`` accepted batches wait for AC to process them.
+    accepted: Any = None
 
     @property
     def emails(self) -> list[str]:

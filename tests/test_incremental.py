@@ -13,7 +13,7 @@ from azure.storage.blob import BlobServiceClient
 
 from devtools.sample_export import write_sample_export
 from exporter.settings import STATE_CONTAINER
-from tests.helpers import LIST_ID, export_config, export_dict, run
+from tests.helpers import LIST_ID, export_config, export_dict, rejected_rows, run
 
 T0 = datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
 
@@ -61,6 +61,25 @@ def test_reruns_send_only_new_and_changed_contacts(app_env, emulator, container)
     full = run(export, full_refresh=True)
     assert sorted(sent_emails(emulator)) == sorted(v2.expected)
     assert full.counts["unchanged"] == 0
+
+
+def test_contacts_ac_fails_at_import_are_reported_by_customer_id_and_sent_again(app_env, emulator, container):
+    v1 = export_v(container, 1)
+    failing = sorted(v1.expected)[3:5]
+    emulator.fail_at_import(failing)
+    export = export_config("incr", emulator.hostname, container.container_name, v1.path)
+    first = run(export)
+    assert first.counts["confirmed"] == len(v1.expected) - 2
+    assert first.rejected["rejected_by_activecampaign"] == 2
+    reported = {row["email"]: row["CustomerId"] for row in rejected_rows(first)
+                if row["reason"] == "rejected_by_activecampaign"}
+    assert reported == {email: v1.expected[email]["CustomerId"] for email in failing}
+
+    emulator.account.fail_emails = frozenset()
+    emulator.reset_log()
+    second = run(export)
+    assert sorted(sent_emails(emulator)) == failing  # not in the sync state: sent again, and nothing else
+    assert second.counts["confirmed"] == 2 and second.counts["unchanged"] == len(v1.expected) - 2
 
 
 def test_mirror_removes_leavers_only_and_brings_returners_back(app_env, emulator, container):
