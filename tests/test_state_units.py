@@ -292,6 +292,25 @@ def test_keyset_flags_first_occurrences_across_and_within_chunks():
     assert seen.sorted().tolist() == sorted({3, 4, 5, 9, 20_000, *range(100, 10_100)})
 
 
+def test_keyset_takes_a_chunk_of_nothing_but_repeats():
+    # A whole diff chunk of rows repeating earlier ones (a partition exported twice) once crashed the run.
+    seen = KeySet()
+    seen.add_new(np.arange(10, dtype=np.uint64))
+    assert not seen.add_new(np.arange(10, dtype=np.uint64)).any()
+    assert seen.add_new(np.array([3, 11], np.uint64)).tolist() == [False, True]
+
+
+def test_keyset_merges_no_array_past_its_cap_and_still_finds_every_key(monkeypatch):
+    monkeypatch.setattr(KeySet, "MAX_MERGED", 2500)
+    seen = KeySet()
+    for start in range(0, 10_000, 500):
+        assert seen.add_new(np.arange(start, start + 500, dtype=np.uint64)).all()
+    assert max(len(level) for level in seen._levels) <= 2500 and len(seen) == 10_000
+    assert not seen.add_new(np.array([0, 2499, 2500, 9999], np.uint64)).any()
+    assert seen.add_new(np.array([10_000], np.uint64)).tolist() == [True]
+    assert seen.sorted().tolist() == list(range(10_001))
+
+
 def test_state_memory_counts_arrays_emails_and_unfolded_confirmations(monkeypatch):
     monkeypatch.setattr(SyncState, "COMPACT_EVERY", 1000)
     state = SyncState(entries(range(100)))
