@@ -67,7 +67,7 @@ def test_contacts_ac_fails_at_import_are_reported_by_customer_id_and_sent_again(
     v1 = export_v(container, 1)
     failing = sorted(v1.expected)[3:5]
     emulator.fail_at_import(failing)
-    export = export_config("incr", emulator.hostname, container.container_name, v1.path)
+    export = export_config("ac-fails", emulator.hostname, container.container_name, v1.path)
     first = run(export)
     assert first.counts["confirmed"] == len(v1.expected) - 2
     assert first.rejected["rejected_by_activecampaign"] == 2
