@@ -504,7 +504,9 @@ def _writable(keys: np.ndarray, fps: np.ndarray, flags: np.ndarray, refs: np.nda
     return [np.require(column, dtype, ["C", "W"]) for column, dtype in zip((keys, fps, flags, refs), _BLOCK_TYPES)]
 
 
-_VERSION = 3  # 2: emails in one zlib section; 3: emails as the store's compressed chunks, stored as they are
+# 2: emails in one zlib section; 3: emails as the store's compressed chunks, stored as they are; 4: keys,
+# fingerprints and email positions as they are too (zlib at level 0 only copied them, a whole column at a time).
+_VERSION = 4
 
 
 def encode_entries(entries: Entries) -> bytes:
@@ -534,7 +536,7 @@ def encode_state_pieces(state: SyncState) -> Iterator[bytes]:
     columns = [[block[i].astype(t, copy=False) for block in blocks] for i, t in enumerate(_FILE_TYPES)]
     header = {"count": len(state), "emails": emails.count, "version": _VERSION,
               "emailChunks": [[count, len(chunk)] for count, chunk in zip(emails.counts, emails.chunks)]}
-    return _pack_pieces(header, [*columns, emails.chunks], (_STORED, _STORED, _FAST, _STORED, _RAW))
+    return _pack_pieces(header, [*columns, emails.chunks], (*_COLUMN_LEVELS[_VERSION], _RAW))
 
 
 def decode_state(data: bytes) -> SyncState:
@@ -553,7 +555,10 @@ def read_state(stream: BinaryIO) -> SyncState:
     version = header.get("version", 1)
     if version < 3:
         return _decode_whole(start + head + stream.read(), header)
-    keys, fps, flags, refs = (_inflate_column(stream, header["count"], t) for t in _FILE_TYPES)
+    if version not in _COLUMN_LEVELS:
+        raise ValueError(f"sync state file version {version} is newer than this exporter knows (up to {_VERSION})")
+    keys, fps, flags, refs = (_read_column(stream, header["count"], t, level)
+                              for t, level in zip(_FILE_TYPES, _COLUMN_LEVELS[version]))
     return _checked_state(header, keys, fps, flags, refs, _read_email_chunks(stream, header))
 
 
@@ -589,6 +594,20 @@ def _read_exact(stream: BinaryIO, size: int) -> bytes:
     return data
 
 
+def _read_column(stream: BinaryIO, count: int, dtype: str, level: int | None) -> np.ndarray:
+    if level is not _RAW:
+        return _inflate_column(stream, count, dtype)
+    (length,) = struct.unpack("<Q", _read_exact(stream, 8))
+    column = np.empty(count, dtype)
+    out = memoryview(column).cast("B")
+    if length != len(out):
+        raise ValueError("sync state sections disagree in length")
+    for offset in range(0, length, _READ_PIECE):
+        piece = _read_exact(stream, min(_READ_PIECE, length - offset))
+        out[offset:offset + len(piece)] = piece
+    return column
+
+
 def _inflate_column(stream: BinaryIO, count: int, dtype: str) -> np.ndarray:
     """The next section, a zlib stream of ``count`` values, inflated into a new array a piece at a time."""
     (length,) = struct.unpack("<Q", _read_exact(stream, 8))
@@ -616,8 +635,10 @@ def _read_email_chunks(stream: BinaryIO, header: dict) -> EmailStore:
     return store
 
 
-_STORED, _FAST = 0, 1  # zlib levels: keys, fingerprints and email positions look random and barely compress
-_RAW = None  # buffers written as they are (already compressed)
+_STORED, _FAST = 0, 1  # zlib levels
+_RAW = None  # buffers written as they are: columns that look random, and emails already compressed
+# The state file's keys, fingerprints, flags and email positions, by file version.
+_COLUMN_LEVELS = {3: (_STORED, _STORED, _FAST, _STORED), 4: (_RAW, _RAW, _FAST, _RAW)}
 
 
 def _pack(header: dict, sections: list[list], levels: tuple[int | None, ...]) -> bytes:
@@ -631,8 +652,8 @@ def _pack_pieces(header: dict, sections: list[list], levels: tuple[int | None, .
     yield _MAGIC + struct.pack("<I", len(head)) + head
     for buffers, level in zip(sections, levels, strict=True):
         if level is _RAW:
-            yield struct.pack("<Q", sum(map(len, buffers)))
-            yield from buffers
+            yield struct.pack("<Q", sum(memoryview(b).nbytes for b in buffers))
+            yield from (b if isinstance(b, bytes) else bytes(memoryview(b)) for b in buffers)  # an array: one block
             continue
         compressor = zlib.compressobj(level)
         compressed = [compressor.compress(b) for b in buffers] + [compressor.flush()]

@@ -89,6 +89,23 @@ def test_version_2_state_files_still_load():
     assert decode_state(encode_state(state)).lookup(np.array([3], np.uint64))[0].tolist() == [103]
 
 
+def test_version_3_state_files_still_load():
+    # Version 3 kept keys, fingerprints and email positions in zlib streams; write one the way it did.
+    emails = EmailStore(Strings.of(["u3@example.com", "u1@example.com"]))
+    v3 = _pack({"count": 2, "emails": 2, "version": 3, "emailChunks": [[2, len(emails.chunks[0])]]},
+               [[np.array([1, 3], "<u8")], [np.array([101, 103], "<u8")], [np.array([SUBSCRIBED] * 2, np.uint8)],
+                [np.array([1, 0], "<u4")], emails.chunks], (0, 0, 1, 0, None))
+    state = read_state(Trickle(v3))
+    assert state.entries().emails.tolist() == ["u1@example.com", "u3@example.com"]
+    assert state.lookup(np.array([3, 1], np.uint64))[0].tolist() == [103, 101]
+
+
+def test_a_state_file_from_a_newer_exporter_is_named_as_such():
+    data = with_header(encode_state(SyncState(entries([1]))), lambda header: header.update(version=99))
+    with pytest.raises(ValueError, match="version 99 is newer"):
+        decode_state(data)
+
+
 def test_emails_are_kept_compressed_in_chunks_and_read_across_them(monkeypatch):
     monkeypatch.setattr(EmailStore, "CHUNK", 3)
     emails = [f"person.number{i}@example.com" for i in range(10)]
