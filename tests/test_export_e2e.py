@@ -56,6 +56,20 @@ def test_export_with_faults_delivers_every_valid_contact_and_reports_every_bad_r
         assert email not in caplog.text
 
 
+def test_a_partition_exported_twice_is_reported_as_duplicates(app_env, emulator, container):
+    sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=8000,
+                                 partitions=2, seed=9, with_stale_folder=False, bad_rows=False)
+    first, second = sample.partitions
+    container.get_blob_client(second).upload_blob(container.download_blob(first).readall(), overwrite=True)
+    report = run(export_config("twice", emulator.hostname, container.container_name, sample.path))
+    assert report.status == "completed", report.errors
+    counts = report.counts
+    # The second half of the rows fills whole diff chunks with nothing but repeats (this once crashed the run).
+    assert counts["confirmed"] == len(emulator.subscribers(LIST_ID)) and counts["confirmed"] < 4000
+    assert report.rejected["duplicate_email"] >= counts["rowsRead"] / 2
+    assert counts["confirmed"] + sum(report.rejected.values()) == counts["rowsRead"] == 8000
+
+
 def test_non_ascii_and_quoted_values_arrive_exactly(app_env, emulator, container):
     sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=400,
                                  partitions=2, seed=3, with_stale_folder=False, bad_rows=False)
