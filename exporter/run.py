@@ -96,17 +96,17 @@ def run_export(export: ExportConfig, app: AppSettings, options: RunOptions | Non
         report.status = "completed"
     except RunLocked as exc:
         report.status, report.error_kind, report.skip_reason = "skipped", "locked", str(exc)
-        report.errors.append(str(exc))
+        _add_error(report, str(exc))
     except ConfigError as exc:
         report.status, report.error_kind = "failed", "config"
-        report.errors.append(str(exc))
+        _add_error(report, str(exc))
     except ExporterError as exc:
         report.status, report.error_kind = "failed", "transient"
-        report.errors.append(str(exc))
+        _add_error(report, str(exc))
     except Exception as exc:  # unexpected: keep the report honest and let the caller retry
         log.exception("export %s failed unexpectedly", export.name)
         report.status, report.error_kind = "failed", "transient"
-        report.errors.append(f"unexpected error: {type(exc).__name__}: {logsafe.scrub(str(exc))}")
+        _add_error(report, f"unexpected error: {type(exc).__name__}: {logsafe.scrub(str(exc))}")
     finally:
         report.finished_at = utc_now()
         report.duration_seconds = round(time.monotonic() - started, 3)
@@ -118,6 +118,12 @@ def run_export(export: ExportConfig, app: AppSettings, options: RunOptions | Non
     log.info("export %s run %s %s in %.1fs: %s", export.name, report.run_id, report.status,
              report.duration_seconds or 0, dict(report.counts))
     return report
+
+
+def _add_error(report: RunReport, message: str) -> None:
+    """Record why the run stopped, once: a check that failed may have recorded the same message already."""
+    if not report.errors or report.errors[-1] != message:
+        report.errors.append(message)
 
 
 class ExportRun:

@@ -116,6 +116,7 @@ def test_brake_stops_a_mass_removal_unless_forced(app_env, emulator, container):
     blocked = run(export)
     assert blocked.status == "failed" and blocked.error_kind == "config"
     assert "maxRemovalShare" in " ".join(blocked.errors)
+    assert len(blocked.errors) == 1  # said once, not once by the check and again by the run
     assert emulator.unsubscribed(LIST_ID) == set()  # nobody was taken off the list
     assert set(v1.expected) <= emulator.subscribers(LIST_ID)
 
