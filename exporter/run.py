@@ -96,17 +96,17 @@ def run_export(export: ExportConfig, app: AppSettings, options: RunOptions | Non
         report.status = "completed"
     except RunLocked as exc:
         report.status, report.error_kind, report.skip_reason = "skipped", "locked", str(exc)
-        _add_error(report, str(exc))
+        report.errors.append(str(exc))
     except ConfigError as exc:
         report.status, report.error_kind = "failed", "config"
-        _add_error(report, str(exc))
+        report.errors.append(str(exc))
     except ExporterError as exc:
         report.status, report.error_kind = "failed", "transient"
-        _add_error(report, str(exc))
+        report.errors.append(str(exc))
     except Exception as exc:  # unexpected: keep the report honest and let the caller retry
         log.exception("export %s failed unexpectedly", export.name)
         report.status, report.error_kind = "failed", "transient"
-        _add_error(report, f"unexpected error: {type(exc).__name__}: {logsafe.scrub(str(exc))}")
+        report.errors.append(f"unexpected error: {type(exc).__name__}: {logsafe.scrub(str(exc))}")
     finally:
         report.finished_at = utc_now()
         report.duration_seconds = round(time.monotonic() - started, 3)
@@ -118,12 +118,6 @@ def run_export(export: ExportConfig, app: AppSettings, options: RunOptions | Non
     log.info("export %s run %s %s in %.1fs: %s", export.name, report.run_id, report.status,
              report.duration_seconds or 0, dict(report.counts))
     return report
-
-
-def _add_error(report: RunReport, message: str) -> None:
-    """Record why the run stopped, once: a check that failed may have recorded the same message already."""
-    if not report.errors or report.errors[-1] != message:
-        report.errors.append(message)
 
 
 class ExportRun:
@@ -139,6 +133,7 @@ class ExportRun:
         self._started = time.monotonic()
         self._last_progress = 0.0
         self._resubscribe: list[str] = []  # emails
+        self._removal_blocked: str | None = None  # why mirror mode unsubscribed nobody
         self._subscribed_before = 0
         self.state = SyncState()
         self.journal = None
@@ -331,7 +326,7 @@ class ExportRun:
                        f"{self.export.max_removal_share:.0%}); nothing was unsubscribed. If the export is right, run "
                        "again with --force-removal (or \"forceRemoval\": true on demand)")
             log.warning("%s", message)
-            self.report.errors.append(message)
+            self._removal_blocked = message  # raised when the run ends, and recorded then
             self.counts["removalBlocked"] = len(keys)
             self.report.error_kind = "config"
             return
@@ -366,7 +361,7 @@ class ExportRun:
 
     def confirmed(self, batch: Batch, failed_emails: set[str]) -> None:
         # Per-contact Python only where AC reported failures: this runs for every batch, on the HTTP threads.
-        accepted = batch.accepted or Accepted.of(batch.contacts)
+        accepted: Accepted = batch.accepted  # set by submitted(), which the sink calls before any poll
         entries = accepted.entries
         if failed_emails:
             for customer_id, email in accepted.sources():
@@ -390,7 +385,7 @@ class ExportRun:
         log.debug("rejected %s: %s", logsafe.mask_email(rejection.email), rejection.reason.value)
 
     def unconfirmed(self, batch: Batch, why: str) -> None:
-        accepted = batch.accepted or Accepted.of(batch.contacts)
+        accepted: Accepted = batch.accepted
         for customer_id, email in accepted.sources():
             self.rejected_rows.add(Rejection(customer_id, email, Reason.NOT_CONFIRMED,
                                              f"{why}; it is sent again on the next run"))
@@ -402,8 +397,8 @@ class ExportRun:
         if self.counts.get("notConfirmed"):
             raise TransientError(f"{self.counts['notConfirmed']} contacts were sent but ActiveCampaign did not "
                                  "confirm their import in time; the next run sends them again")
-        if self.counts.get("removalBlocked"):
-            raise ConfigError(self.report.errors[-1])
+        if self._removal_blocked:
+            raise ConfigError(self._removal_blocked)
 
     # --- dry run and progress ------------------------------------------------------------------------------
 
