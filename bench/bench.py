@@ -242,6 +242,7 @@ def print_table(r: dict) -> None:
              "≤ 300 MB, flat"),
             ("of which sync state + seen keys at the end", f"{o_small['state_mb']} → {o_big['state_mb']} MB", ""),
             ("peak RSS minus that", f"{_minus(o_small)} → {_minus(o_big)} MB", ""),
+            ("growth a contact: peak / state + seen keys", _growth(o_small, o_big), ""),
         ]
     if "rate_bound" in r:
         lines += _rate_bound_lines(r["rate_bound"], r["rerun_1pct"])
@@ -271,6 +272,16 @@ def _minus(overhead: dict) -> str:
     if overhead.get("peak_rss_mb") is None or overhead.get("state_mb") is None:
         return "?"
     return f"{overhead['peak_rss_mb'] - overhead['state_mb']:.1f}"
+
+
+def _growth(small: dict, big: dict) -> str:
+    """Bytes of peak RSS and of state a contact between the two overhead runs: what the state model costs."""
+    rows = big["rows"] - small["rows"]
+    if rows <= 0 or None in (small.get("peak_rss_mb"), big.get("peak_rss_mb"), small.get("state_mb"), big.get("state_mb")):
+        return "?"
+    peak = (big["peak_rss_mb"] - small["peak_rss_mb"]) * 2**20 / rows
+    state = (big["state_mb"] - small["state_mb"]) * 2**20 / rows
+    return f"{peak:.0f} / {state:.0f} bytes"
 
 
 def _rows(count: int) -> str:
