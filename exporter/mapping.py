@@ -15,6 +15,7 @@ import orjson
 from email_validator import EmailNotValidError, validate_email
 
 from .errors import SourceError
+from .list_status import ListStatus
 from .settings import Mapping
 
 
@@ -27,7 +28,6 @@ class Reason(str, Enum):
     NOT_CONFIRMED = "not_confirmed"
 
 
-SUBSCRIBE, UNSUBSCRIBE = 1, 2  # ActiveCampaign's list statuses
 
 
 @dataclass(slots=True)
@@ -44,7 +44,7 @@ class Contact:
     customer_id: str
     encoded: bytes
     fingerprint: int = 0
-    list_status: int = SUBSCRIBE
+    list_status: ListStatus = ListStatus.SUBSCRIBED
     resubscribe: bool = False
     origin: tuple[str, int, int] | None = None  # (partition, record, line), for reporting a duplicate
 

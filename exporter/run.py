@@ -19,7 +19,8 @@ from azure.core.exceptions import ResourceModifiedError
 from . import logsafe
 from .activecampaign import ActiveCampaignClient
 from .errors import ConfigError, ExporterError, RunLocked, TransientError
-from .mapping import SUBSCRIBE, UNSUBSCRIBE, Contact, Mapper, Reason, Rejection, describe_origin
+from .list_status import ListStatus
+from .mapping import Contact, Mapper, Reason, Rejection, describe_origin
 from .memory import peak_memory_mb, tune_allocator, tune_gc
 from .report import RejectedRows, ReportStore, RunReport, new_run_id, utc_now
 from .secrets import get_api_key
@@ -292,14 +293,14 @@ class ExportRun:
         first = seen.add_new(keys)
         old_fps, old_flags = self.state.lookup(keys)
         fps = fingerprints(chunk)
-        unchanged = first & (old_flags == SUBSCRIBE) & (old_fps == fps)
+        unchanged = first & (old_flags == ListStatus.SUBSCRIBED) & (old_fps == fps)
         if self.options.full_refresh:
             unchanged[:] = False
         self.counts["unchanged"] += int(np.count_nonzero(unchanged))
         for i in np.flatnonzero(~first).tolist():
             self.rejected(Mapper.duplicate(chunk[i]))
         changed = first & ~unchanged
-        returning = old_flags[changed] == UNSUBSCRIBE
+        returning = old_flags[changed] == ListStatus.UNSUBSCRIBED
         for i, fp, back in zip(np.flatnonzero(changed).tolist(), fps[changed].tolist(), returning.tolist()):
             contact = chunk[i]
             contact.fingerprint = fp
@@ -309,7 +310,7 @@ class ExportRun:
     def _send(self, sink: BulkSink, batch: Batch) -> None:
         sink.send(batch)
         with self._lock:
-            self.counts["sent"] += sum(1 for c in batch.contacts if c.list_status == SUBSCRIBE)
+            self.counts["sent"] += sum(1 for c in batch.contacts if c.list_status == ListStatus.SUBSCRIBED)
             self.counts["batches"] += 1
 
     # --- mirror mode ---------------------------------------------------------------------------------------
@@ -334,7 +335,7 @@ class ExportRun:
         list_id = self.export.destination.list_id
         for key, email in zip(keys.tolist(), emails):
             contact = Contact(key, email, "", orjson.dumps({"email": email, "unsubscribe": [{"listid": list_id}]}),
-                              list_status=UNSUBSCRIBE)
+                              list_status=ListStatus.UNSUBSCRIBED)
             batch = batcher.add(contact)
             if batch:
                 self._send(sink, batch)
@@ -349,7 +350,7 @@ class ExportRun:
             contact_id = client.find_contact_id(email)
             if contact_id is None:
                 continue
-            client.set_list_status(contact_id, list_id, SUBSCRIBE)
+            client.set_list_status(contact_id, list_id, ListStatus.SUBSCRIBED)
             self.counts["resubscribed"] += 1
 
     # --- sink callbacks (called from sender and poller threads) ---------------------------------------------
@@ -371,7 +372,7 @@ class ExportRun:
             entries = entries.without_emails(failed_emails)
         self.state.record(entries)
         self.journal.append(encode_confirmed(batch.batch_id or "", failed_emails))
-        subscribed = int(np.count_nonzero(entries.flags == SUBSCRIBE))
+        subscribed = int(np.count_nonzero(entries.flags == ListStatus.SUBSCRIBED))
         returners = [email for email in accepted.returners if email not in failed_emails]
         with self._lock:
             self.counts["confirmed"] += subscribed
@@ -456,5 +457,5 @@ def _entries(contacts: list[Contact]) -> Entries:
     """The contacts as state entries; a removal's fingerprint is 0 (nothing of it is on the list)."""
     entries = Entries.of((c.key for c in contacts), (c.fingerprint for c in contacts), (c.list_status for c in contacts),
                          [c.email for c in contacts])
-    entries.fingerprints[entries.flags != SUBSCRIBE] = 0
+    entries.fingerprints[entries.flags != ListStatus.SUBSCRIBED] = 0
     return entries

@@ -34,14 +34,15 @@ from . import logsafe
 from .errors import ConfigError
 from .report import ReportStore, RunReport, new_run_id, utc_now
 from .run import RunOptions, run_export
-from .settings import RUN_QUEUE, STATE_CONTAINER, AppSettings, ExportConfig, ExportsConfig
+from .settings import EXPORT_NAME_RE, RUN_QUEUE, STATE_CONTAINER, AppSettings, ExportConfig, ExportsConfig
+from .source import MODEL_FILE
+from .state import lock_blob_name
 from .storage import blob_service, queue_service
 
 log = logging.getLogger(__name__)
 
 POISON_QUEUE = f"{RUN_QUEUE}-poison"
 MAX_ATTEMPTS = 3  # must equal host.json extensions.queues.maxDequeueCount (a test checks)
-MODEL_FILE = "model.json"
 # A Customer Insights refresh can write model.json several times within minutes: an arrival run starts this
 # much later, and every arrival meanwhile joins it (it reads the newest model.json when it starts).
 ARRIVAL_DELAY_SECONDS = 300
@@ -57,7 +58,6 @@ RETRY_AFTER_SECONDS = 30
 # a queue retry comes minutes later, when that lease has long expired.)
 QUEUE_LOCK_WAIT_SECONDS = 0.0
 _RUN_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,79}$")  # new_run_id()'s shape, loosely: no "/" or ".."
-_EXPORT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _ACTIVE = ("queued", "running")
 _OPTION_KEYS = {"fullRefresh": "full_refresh", "forceRemoval": "force_removal"}
 
@@ -95,7 +95,7 @@ class RunRequest:
                           deferrals=int(data.get("deferrals", 0)))
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"not a run message ({type(exc).__name__}: {exc})") from None
-        if not _RUN_ID_RE.match(str(request.run_id)) or not _EXPORT_NAME_RE.match(str(request.export)):
+        if not _RUN_ID_RE.match(str(request.run_id)) or not EXPORT_NAME_RE.match(str(request.export)):
             raise ValueError("not a run message (bad runId or export)")
         return request
 
@@ -249,7 +249,7 @@ def _younger_than(text: str | None, age: timedelta) -> bool:
 
 def _lock_held(state: ContainerClient, export: str) -> bool:
     try:
-        properties = state.get_blob_client(f"{export}/lock").get_blob_properties()
+        properties = state.get_blob_client(lock_blob_name(export)).get_blob_properties()
     except ResourceNotFoundError:
         return False
     return properties.lease.state == "leased"
@@ -474,7 +474,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
     """GET exports/{name}/runs/{runId}: the run's report."""
     name, run_id = req.route_params.get("name", ""), req.route_params.get("runId", "")
     report = None
-    if _EXPORT_NAME_RE.match(name) and _RUN_ID_RE.match(run_id):
+    if EXPORT_NAME_RE.match(name) and _RUN_ID_RE.match(run_id):
         report = Context.from_env().reports.load(name, run_id)
     if report is None:
         raise HttpProblem(404, f"no run {run_id!r} of export {name!r}", export=name, runId=run_id)

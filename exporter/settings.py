@@ -56,7 +56,7 @@ LOCAL_APP_SETTINGS = frozenset(
      "AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME"}
 )
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+EXPORT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
@@ -172,7 +172,7 @@ class ExportConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
+        if not EXPORT_NAME_RE.match(value):
             raise ValueError(
                 f"{value!r} must be 1-63 lowercase letters, digits and dashes, starting with a letter or digit "
                 "(it names folders in storage and URLs), e.g. \"vip-customers\""

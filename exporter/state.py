@@ -27,12 +27,11 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient
 
 from .errors import RunLocked
+from .list_status import ListStatus
 from .settings import STATE_CONTAINER
 
 log = logging.getLogger(__name__)
 
-SUBSCRIBED = 1  # put on the list by this export
-UNSUBSCRIBED = 2  # taken off the list by this export (mirror mode)
 
 _MAGIC = b"CIACST01"
 LEASE_SECONDS = 15  # the shortest lease Azure allows: a crashed run's lock frees quickly
@@ -41,11 +40,16 @@ LEASE_SECONDS = 15  # the shortest lease Azure allows: a crashed run's lock free
 # --- the run lock ---------------------------------------------------------------------------------------------
 
 
+def lock_blob_name(export: str) -> str:
+    """The blob whose lease is an export's run lock (in the state container)."""
+    return f"{export}/lock"
+
+
 class ExportLock:
     """A renewed blob lease per export. A second run fails fast with RunLocked naming the holder."""
 
     def __init__(self, container: ContainerClient, export: str, run_id: str) -> None:
-        self._blob = container.get_blob_client(f"{export}/lock")
+        self._blob = container.get_blob_client(lock_blob_name(export))
         self._export = export
         self._run_id = run_id
         self._lease: BlobLeaseClient | None = None
@@ -462,7 +466,7 @@ class SyncState:
         """Contacts this export subscribed that are not in ``seen`` (sorted keys): candidates for removal."""
         keys, refs = [], []
         for block_keys, _, flags, block_refs in self.fold()._table[0]:
-            idx = np.flatnonzero((flags == SUBSCRIBED) & ~np.isin(block_keys, seen))
+            idx = np.flatnonzero((flags == ListStatus.SUBSCRIBED) & ~np.isin(block_keys, seen))
             keys.append(block_keys[idx])
             refs.append(block_refs[idx])
         if not keys:
@@ -470,7 +474,7 @@ class SyncState:
         return np.concatenate(keys), self._emails.get(np.concatenate(refs))
 
     def subscribed_count(self) -> int:
-        return sum(int(np.count_nonzero(block[2] == SUBSCRIBED)) for block in self._table[0])
+        return sum(int(np.count_nonzero(block[2] == ListStatus.SUBSCRIBED)) for block in self._table[0])
 
     @property
     def nbytes(self) -> int:

@@ -7,13 +7,14 @@ from azure.core.exceptions import ResourceModifiedError
 from azure.storage.blob import BlobServiceClient
 
 from exporter.settings import STATE_CONTAINER
-from exporter.state import SUBSCRIBED, Entries, StateStore, SyncState
+from exporter.list_status import ListStatus
+from exporter.state import Entries, StateStore, SyncState
 from exporter.storage import CHUNK_BYTES, blob_service
 
 
 def state_of(count: int, fp: int = 7) -> SyncState:
     keys = np.arange(1, count + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # spread over the key space
-    return SyncState(Entries.of(keys.tolist(), [fp] * count, [SUBSCRIBED] * count,
+    return SyncState(Entries.of(keys.tolist(), [fp] * count, [ListStatus.SUBSCRIBED] * count,
                                 [f"person{i}@example.com" for i in range(count)]))
 
 

@@ -10,12 +10,13 @@ import orjson
 import pytest
 
 from exporter import state as state_module
-from exporter.state import (SUBSCRIBED, UNSUBSCRIBED, EmailStore, Entries, KeySet, Strings, SyncState, _header, _pack,
+from exporter.list_status import ListStatus
+from exporter.state import (EmailStore, Entries, KeySet, Strings, SyncState, _header, _pack,
                             decode_entries, decode_state, encode_confirmed, encode_entries, encode_state,
                             encode_submitted, read_state, replay_journal)
 
 
-def entries(keys, fp_base=100, flag=SUBSCRIBED) -> Entries:
+def entries(keys, fp_base=100, flag=ListStatus.SUBSCRIBED) -> Entries:
     keys = list(keys)
     return Entries.of(keys, [(k + fp_base) % 2**64 for k in keys], [flag] * len(keys), [f"u{k}@example.com" for k in keys])
 
@@ -82,7 +83,7 @@ def test_version_2_state_files_still_load():
     # Version 2 kept all emails in one zlib section; write one the way it did.
     emails = Strings.of(["u3@example.com", "u1@example.com"])
     v2 = _pack({"count": 2, "emails": 2, "version": 2},
-               [[np.array([1, 3], "<u8")], [np.array([101, 103], "<u8")], [np.array([SUBSCRIBED] * 2, np.uint8)],
+               [[np.array([1, 3], "<u8")], [np.array([101, 103], "<u8")], [np.array([ListStatus.SUBSCRIBED] * 2, np.uint8)],
                 [np.array([1, 0], "<u4")], [emails.data]], (0, 0, 1, 0, 1))
     state = decode_state(v2)
     assert state.entries().emails.tolist() == ["u1@example.com", "u3@example.com"]
@@ -93,7 +94,7 @@ def test_version_3_state_files_still_load():
     # Version 3 kept keys, fingerprints and email positions in zlib streams; write one the way it did.
     emails = EmailStore(Strings.of(["u3@example.com", "u1@example.com"]))
     v3 = _pack({"count": 2, "emails": 2, "version": 3, "emailChunks": [[2, len(emails.chunks[0])]]},
-               [[np.array([1, 3], "<u8")], [np.array([101, 103], "<u8")], [np.array([SUBSCRIBED] * 2, np.uint8)],
+               [[np.array([1, 3], "<u8")], [np.array([101, 103], "<u8")], [np.array([ListStatus.SUBSCRIBED] * 2, np.uint8)],
                 [np.array([1, 0], "<u4")], emails.chunks], (0, 0, 1, 0, None))
     state = read_state(Trickle(v3))
     assert state.entries().emails.tolist() == ["u1@example.com", "u3@example.com"]
@@ -186,13 +187,13 @@ def test_lookup_finds_known_and_zero_for_unknown():
     state = SyncState(entries([30, 10, 20]))
     fps, flags = state.lookup(np.array([10, 15, 30, 99], np.uint64))
     assert fps.tolist() == [110, 0, 130, 0]
-    assert flags.tolist() == [SUBSCRIBED, 0, SUBSCRIBED, 0]
+    assert flags.tolist() == [ListStatus.SUBSCRIBED, 0, ListStatus.SUBSCRIBED, 0]
 
 
 def test_merged_applies_later_confirmations_over_older():
     state = SyncState(entries([1, 2, 3]))
     state.record(entries([2, 4], fp_base=500))
-    state.record(Entries.of([3], [0], [UNSUBSCRIBED], ["u3@example.com"]))
+    state.record(Entries.of([3], [0], [ListStatus.UNSUBSCRIBED], ["u3@example.com"]))
     merged = state.entries()
     by_key = dict(zip(merged.keys.tolist(), zip(merged.fingerprints.tolist(), merged.flags.tolist())))
     assert by_key == {1: (101, 1), 2: (502, 1), 3: (0, 2), 4: (504, 1)}
@@ -207,11 +208,11 @@ def test_folding_confirmations_in_matches_a_dict_of_latest_values(monkeypatch, b
     for _ in range(200):
         base = np.unique(rng.integers(0, 200, int(rng.integers(0, 50)), dtype=np.uint64)).tolist()
         state = SyncState(entries(base))
-        expected = {k: (k + 100, SUBSCRIBED) for k in base}
+        expected = {k: (k + 100, ListStatus.SUBSCRIBED) for k in base}
         for _ in range(int(rng.integers(1, 5))):
             keys = rng.integers(0, 200, int(rng.integers(1, 60)), dtype=np.uint64).tolist()
             fps = rng.integers(1, 10**6, len(keys)).tolist()
-            flags = rng.choice([SUBSCRIBED, UNSUBSCRIBED], len(keys)).tolist()
+            flags = rng.choice([ListStatus.SUBSCRIBED, ListStatus.UNSUBSCRIBED], len(keys)).tolist()
             state.record(Entries.of(keys, fps, flags, [f"u{k}@example.com" for k in keys]))
             expected.update((k, (fp, flag)) for k, fp, flag in zip(keys, fps, flags))
             state.fold()
@@ -278,7 +279,7 @@ def test_a_loaded_state_can_be_folded_into_in_place():
 
 def test_removal_candidates_are_only_subscribed_contacts_missing_from_the_export():
     state = SyncState(entries([1, 2, 3]))
-    state.record(Entries.of([4], [0], [UNSUBSCRIBED], ["u4@example.com"]))
+    state.record(Entries.of([4], [0], [ListStatus.UNSUBSCRIBED], ["u4@example.com"]))
     state = SyncState(state.entries())
     keys, emails = state.subscribed_missing_from(np.array([2], np.uint64))
     assert keys.tolist() == [1, 3] and emails == ["u1@example.com", "u3@example.com"]
