@@ -1,4 +1,4 @@
-"""Batching by count and size, the shared pacer and the sink's queue, without a server."""
+"""Batching by count and size, the in-flight window and the sink's queue, without a server."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import threading
 
 import orjson
 
-from exporter.activecampaign import MAX_REQUEST_BYTES, ImportStatus, Pacer, _bad_contacts, encode_bulk_body
+from exporter.activecampaign import MAX_REQUEST_BYTES, ImportStatus, encode_bulk_body
 from exporter.mapping import Contact
 from exporter.sink import MAX_BATCH_BYTES, Batch, Batcher, BulkSink, InFlightWindow, PollTiming
 
@@ -33,61 +33,6 @@ def test_batches_stay_under_the_request_byte_limit():
         body = encode_bulk_body(batch.encoded)
         assert len(body) <= MAX_BATCH_BYTES < MAX_REQUEST_BYTES
     assert max(len(b.contacts) for b in batches) < 250  # size, not count, closed them
-
-
-def test_pacer_spaces_requests_and_hold_off_delays_everyone():
-    now = [100.0]
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    pacer = Pacer(4.0, clock=lambda: now[0], sleep=sleep)
-    for _ in range(5):
-        pacer.acquire()
-    assert now[0] == 101.0  # 5 starts at 4/s: 0, .25, .5, .75, 1.0
-    pacer.hold_off(3.0)
-    pacer.acquire()
-    assert now[0] == 104.0
-
-
-def test_pacer_never_lets_late_threads_bunch_up():
-    now = [0.0]
-    pacer = Pacer(100.0, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
-    starts = []
-    for _ in range(10):
-        pacer.acquire()
-        starts.append(now[0])
-    now[0] += 5.0  # the process was starved: its slots are long past
-    for _ in range(200):
-        pacer.acquire()
-        starts.append(now[0])
-    for t in starts:  # any 0.25 s window holds at most 25 starts (100/s)
-        assert sum(1 for u in starts if t <= u < t + 0.25) <= 25
-
-
-def test_pacer_holds_the_servers_window_even_where_spacing_would_allow_more():
-    # Threads held up by a CPU stall wake with their slots behind them, free to start back to back; the server's
-    # own window (97 of AC's 100 a minute here) must still hold. Spacing at 10/s stands in for that catch-up.
-    now = [0.0]
-    pacer = Pacer(10.0, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s),
-                  window_limit=97, window_seconds=60.0)
-    starts = []
-    for _ in range(300):
-        pacer.acquire()
-        starts.append(now[0])
-    for t in starts:
-        assert sum(1 for u in starts if t <= u < t + 60.0 - 1e-9) <= 97
-    assert starts[96] < 10 and starts[97] >= 60.0  # the first 97 go at 10/s, the 98th waits for the window
-
-
-def test_whole_batch_400_reasons_map_to_contacts_by_index_or_email():
-    emails = ["a@example.com", "b@example.com", "c@example.com"]
-    data = {"failureReasons": [{"contact": 2, "failureReason": "Invalid email address"},
-                               {"email": "A@example.com", "failureReason": "bad"}]}
-    assert _bad_contacts(data, emails) == {2: "Invalid email address", 0: "bad"}
-    assert _bad_contacts({"failureReasons": []}, emails) == {}
 
 
 def test_in_flight_window_follows_the_lowest_recent_latency_not_queueing():

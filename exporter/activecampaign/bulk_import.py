@@ -1,0 +1,58 @@
+"""The bulk import API's vocabulary: request limits and body, whole-batch refusals, and an import's status."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ExporterError
+
+MAX_CONTACTS_PER_REQUEST = 250
+MAX_REQUEST_BYTES = 400_000
+BODY_OVERHEAD = len(b'{"contacts":[],"exclude_automations":false}')
+FINISHED = frozenset({"completed", "failed", "interrupted"})
+
+
+def encode_bulk_body(encoded_contacts: list[bytes]) -> bytes:
+    """A bulk import request body from contacts already encoded as JSON objects."""
+    return b'{"contacts":[' + b",".join(encoded_contacts) + b'],"exclude_automations":false}'
+
+
+class BatchRejected(ExporterError):
+    """ActiveCampaign refused a whole bulk request because of some of its contacts (e.g. one malformed email)."""
+
+    def __init__(self, bad: dict[int, str], message: str) -> None:
+        super().__init__(message)
+        self.bad = bad  # index in the request → ActiveCampaign's reason; empty when it named none
+
+
+@dataclass
+class ImportStatus:
+    """What ``import/info`` says about one bulk import."""
+
+    status: str  # waiting | claimed | active | completed | failed | interrupted | unknown
+    success: list[str] = field(default_factory=list)  # contact ids
+    failure: list[str] = field(default_factory=list)  # emails, lower-cased
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+def bad_contacts(data: dict[str, Any], emails: list[str]) -> dict[int, str]:
+    """Which contacts a whole-batch 400 names, by index in the request. Empty when it named none."""
+    by_email = {email: i for i, email in enumerate(emails)}
+    bad: dict[int, str] = {}
+    for item in data.get("failureReasons") or []:
+        if isinstance(item, dict):
+            reason = str(item.get("failureReason") or item.get("reason") or item.get("message") or "refused")
+            index = item.get("contact")
+            email = str(item.get("email") or "").lower()
+            if isinstance(index, int) and 0 <= index < len(emails):
+                bad[index] = reason
+            elif email in by_email:
+                bad[by_email[email]] = reason
+        elif isinstance(item, str):
+            for email, i in by_email.items():
+                if email in item.lower():
+                    bad[i] = item
+    return bad
