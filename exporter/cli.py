@@ -10,14 +10,12 @@ import sys
 from typing import Sequence, TextIO
 
 from . import logsafe
-from .activecampaign import ActiveCampaignClient
 from .errors import ConfigError, ExporterError
-from .mapping import Mapper
+from .memory import tune_allocator, tune_gc
+from .preflight import check_source, connect_destination
 from .report import ReportStore, RunReport
 from .run import Progress, RunOptions, run_export
-from .secrets import get_api_key
 from .settings import AppSettings, ExportConfig, ExportsConfig
-from .source import open_source
 from .storage import blob_service
 
 log = logging.getLogger("exporter")
@@ -26,6 +24,8 @@ log = logging.getLogger("exporter")
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
+    tune_allocator()
+    tune_gc()
     try:
         return args.handler(args)
     except ConfigError as exc:
@@ -203,16 +203,12 @@ def validate_export(export: ExportConfig, app: AppSettings, out: TextIO) -> int:
         skip = export.skip_reason()
         if skip:
             out.write(f"  note  will be skipped: {skip}\n")
-        container = blob_service(app.export_storage).get_container_client(export.source.container)
-        source = open_source(container, export.source.path, export.source.entity)
+        source = check_source(export, app).source
         ok(f"source {export.source.container}/{source.path}: entity {source.entity}, "
            f"{len(source.partitions)} partition(s), {len(source.columns)} columns")
-        Mapper(export.mapping, source.columns, export.destination.list_id)
         ok("mapping: every mapped column is in model.json")
-        api_key = get_api_key(export.destination.api_key_secret_name, app.key_vault_url)
-        logsafe.register_secret(api_key)
-        with ActiveCampaignClient(export.destination.base_url, api_key, export.destination.rate_limits) as client:
-            found = client.check_access(export.destination.list_id)
+        client, found = connect_destination(export, app)
+        client.close()
         ok(f"ActiveCampaign {export.destination.hostname}: key accepted, list {export.destination.list_id} "
            f"({found.get('name', '?')}) exists")
     except ExporterError as exc:

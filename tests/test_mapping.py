@@ -7,7 +7,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from exporter.errors import SourceError
 from exporter.mapping import Contact, Mapper, Reason, Rejection, check_email, email_key
-from exporter.run import fingerprints
+from exporter.run.diff import fingerprints
 from exporter.settings import Mapping
 
 COLUMNS = ["CustomerId", "PrimaryEmail", "FirstName", "LastName", "Phone", "City"]

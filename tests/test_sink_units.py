@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import orjson
+import pytest
 
-from exporter.activecampaign import MAX_REQUEST_BYTES, ImportStatus, encode_bulk_body
+from exporter.activecampaign import MAX_REQUEST_BYTES, BatchRejected, ImportStatus, encode_bulk_body
 from exporter.mapping import Contact
-from exporter.sink import MAX_BATCH_BYTES, Batch, Batcher, BulkSink, InFlightWindow, PollTiming
+from exporter.sink import (MAX_BATCH_BYTES, Batch, BatchAccepted, BatchConfirmed, Batcher, BulkSink, ContactRejected,
+                           InFlightWindow, PollTiming)
 
 
 def contact(i: int, size: int = 10) -> Contact:
@@ -74,61 +77,83 @@ class HeldActiveCampaign:
         return ImportStatus("completed")
 
 
-class Confirmations:
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-
-    def submitted(self, batch: Batch) -> None:
-        pass
-
-    def confirmed(self, batch: Batch, failed_emails: set[str]) -> None:
-        self.batches.append(batch)
-
-    def rejected(self, rejection) -> None:
-        raise AssertionError(rejection)
-
-    def unconfirmed(self, batch: Batch, why: str) -> None:
-        raise AssertionError(why)
+def take_until_settled(sink: BulkSink, limit: float = 30.0) -> list:
+    """Every event until the sink has settled all batches, as the run takes them."""
+    events, deadline = [], time.monotonic() + limit
+    while not sink.settled():
+        assert time.monotonic() < deadline, "the sink never settled"
+        events += sink.next_events(0.1)
+    return events + sink.next_events()
 
 
 def test_sink_queues_batches_behind_a_full_window_so_the_reader_keeps_going():
-    client, listener = HeldActiveCampaign(), Confirmations()
-    sink = BulkSink(client, listener, bulk_rate=1e9, poll=PollTiming(0.001, 0.01, 10.0), max_waiting=3)
+    client = HeldActiveCampaign()
+    sink = BulkSink(client, bulk_rate=1e9, poll=PollTiming(0.001, 0.01, 10.0), max_waiting=3)
     window = InFlightWindow.UNPACED
-    batches = [Batch([contact(i)]) for i in range(window + 3)]
-    sender = threading.Thread(target=lambda: [sink.send(b) for b in batches])
-    sender.start()
-    sender.join(timeout=10)
     try:
-        assert not sender.is_alive(), "send blocked although the queue had room"
+        for i in range(window + 3):
+            assert sink.has_room(), f"no room for batch {i} although the queue had room"
+            sink.send(Batch([contact(i)]))
+        assert not sink.has_room()  # the window is full and so is the queue behind it
         assert client.answered == 0  # every hand-over returned while ActiveCampaign had answered nothing
+        client.release.set()
+        events = take_until_settled(sink)
     finally:
         client.release.set()
-        sender.join(timeout=10)
         sink.close()
     assert client.most_in_flight <= window  # the queue waited for room in the window
-    assert sorted(b.batch_id for b in listener.batches) == sorted(f"batch-{i}" for i in range(1, window + 4))
+    confirmed = [e.batch.batch_id for e in events if isinstance(e, BatchConfirmed)]
+    assert sorted(confirmed) == sorted(f"batch-{i}" for i in range(1, window + 4))
 
 
-def test_a_failing_confirmation_fails_the_sink_instead_of_leaving_close_waiting():
-    class BrokenState(Confirmations):
-        def confirmed(self, batch: Batch, failed_emails: set[str]) -> None:
-            raise OSError("disk full")
-
+def test_each_batch_is_reported_accepted_before_it_is_confirmed_with_its_state_rows():
     client = HeldActiveCampaign()
     client.release.set()
-    sink = BulkSink(client, BrokenState(), bulk_rate=1e9, poll=PollTiming(0.001, 0.01, 10.0))
-    sink.send(Batch([contact(1)]))
-    raised: list[BaseException] = []
+    sink = BulkSink(client, bulk_rate=1e9, poll=PollTiming(0.001, 0.01, 10.0))
+    try:
+        sink.send(Batch([contact(1), contact(2)]))
+        events = take_until_settled(sink)
+    finally:
+        sink.close()
+    assert [type(e) for e in events] == [BatchAccepted, BatchConfirmed]
+    assert events[0].batch is events[1].batch
+    assert events[1].batch.rows.emails.tolist() == ["user1@example.com", "user2@example.com"]
+    assert events[1].batch.rows.keys.tolist() == [1, 2]
+    assert list(events[1].batch.sources()) == [("1", "user1@example.com"), ("2", "user2@example.com")]
 
-    def close() -> None:
-        try:
-            sink.close()
-        except BaseException as exc:  # noqa: BLE001 - the test looks at what close() raised
-            raised.append(exc)
 
-    closing = threading.Thread(target=close)
-    closing.start()
-    closing.join(timeout=30)
-    assert not closing.is_alive(), "close() kept waiting for a batch whose confirmation failed"
-    assert len(raised) == 1 and isinstance(raised[0], OSError) and str(raised[0]) == "disk full"
+def test_contacts_named_in_a_whole_batch_400_are_reported_and_the_rest_sent_again():
+    class RefusesOne(HeldActiveCampaign):
+        def bulk_import(self, encoded: list[bytes], emails: list[str]) -> str:
+            if "user2@example.com" in emails:
+                raise BatchRejected({emails.index("user2@example.com"): "Invalid email address"}, "refused")
+            return super().bulk_import(encoded, emails)
+
+    client = RefusesOne()
+    client.release.set()
+    sink = BulkSink(client, bulk_rate=1e9, poll=PollTiming(0.001, 0.01, 10.0))
+    try:
+        sink.send(Batch([contact(1), contact(2), contact(3)]))
+        events = take_until_settled(sink)
+    finally:
+        sink.close()
+    (rejected,) = [e.rejection for e in events if isinstance(e, ContactRejected)]
+    assert (rejected.email, rejected.detail) == ("user2@example.com", "Invalid email address")
+    (confirmed,) = [e.batch for e in events if isinstance(e, BatchConfirmed)]
+    assert confirmed.rows.emails.tolist() == ["user1@example.com", "user3@example.com"]
+
+
+def test_a_failing_poll_fails_the_sink_instead_of_leaving_the_run_waiting():
+    class BrokenPolls(HeldActiveCampaign):
+        def import_info(self, batch_id: str) -> ImportStatus:
+            raise OSError("disk full")
+
+    client = BrokenPolls()
+    client.release.set()
+    sink = BulkSink(client, bulk_rate=1e9, poll=PollTiming(0.001, 0.01, 10.0))
+    try:
+        sink.send(Batch([contact(1)]))
+        with pytest.raises(OSError, match="disk full"):
+            take_until_settled(sink)
+    finally:
+        sink.close()
