@@ -29,9 +29,9 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import ContainerClient
 
-from .errors import SourceError, TransientError
+from ..errors import SourceError, TransientError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.source")
 
 MODEL_FILE = "model.json"
 DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024

@@ -1,0 +1,12 @@
+"""Read a Customer Insights (CI) segment export from Blob Storage: model.json plus CSV partitions."""
+from .model import DOWNLOAD_CHUNK_BYTES, MODEL_FILE, ExportSource, RawRow, iter_rows, open_source, resolve_location
+
+__all__ = [
+    "DOWNLOAD_CHUNK_BYTES",
+    "MODEL_FILE",
+    "ExportSource",
+    "RawRow",
+    "iter_rows",
+    "open_source",
+    "resolve_location",
+]
