@@ -30,6 +30,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient
 
 from ..errors import SourceError, TransientError
+from .storage_errors import container_missing, error_code, storage_error
 
 log = logging.getLogger("exporter.source")
 
@@ -120,11 +121,11 @@ def _read_model(container_client: ContainerClient, path: str) -> tuple[dict[str,
         downloader = container_client.download_blob(name)
         data = downloader.readall()  # model.json is small; only partitions must be streamed
     except ResourceNotFoundError as exc:
-        if _error_code(exc) == "ContainerNotFound":
-            raise _container_missing(container_client) from None
+        if error_code(exc) == "ContainerNotFound":
+            raise container_missing(container_client) from None
         raise _model_missing(container_client, path) from None
     except HttpResponseError as exc:
-        raise _storage_error(container_client, name, exc) from None
+        raise storage_error(container_client, name, exc) from None
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise TransientError(f"cannot reach blob storage at {container_client.url}: {exc}") from None
     modified = downloader.properties.last_modified
@@ -143,30 +144,6 @@ def _read_model(container_client: ContainerClient, path: str) -> tuple[dict[str,
     if not isinstance(model, dict):
         raise SourceError(f"{_where(container_client, path)} is not a CDM model (expected a JSON object)")
     return model, modified.isoformat() if modified else None
-
-
-def _error_code(exc: HttpResponseError) -> str:
-    code = getattr(exc, "error_code", None) or ""
-    if not code and exc.response is not None:
-        code = exc.response.headers.get("x-ms-error-code", "")
-    return str(code)
-
-
-def _container_missing(container_client: ContainerClient) -> SourceError:
-    return SourceError(
-        f"container {container_client.container_name!r} not found in storage account "
-        f"{container_client.account_name}; check source.container or CI_EXPORT_STORAGE"
-    )
-
-
-def _storage_error(container_client: ContainerClient, name: str, exc: HttpResponseError) -> Exception:
-    if exc.status_code == 403:
-        return SourceError(
-            f"access to {container_client.container_name}/{name} in storage account {container_client.account_name} "
-            f"was denied ({_error_code(exc) or 403}); give the function app's identity the "
-            "'Storage Blob Data Reader' role on that account, or fix CI_EXPORT_STORAGE"
-        )
-    return TransientError(f"reading {container_client.container_name}/{name} failed: {exc.message}")
 
 
 def _model_missing(container_client: ContainerClient, path: str) -> SourceError:
@@ -564,7 +541,7 @@ class _BlobStream(io.RawIOBase):
         except HttpResponseError as exc:
             if exc.status_code == 403:
                 raise SourceError(
-                    f"access to partition {self._name} was denied ({_error_code(exc) or 403}); give the function "
+                    f"access to partition {self._name} was denied ({error_code(exc) or 403}); give the function "
                     "app's identity the 'Storage Blob Data Reader' role on the export's storage account"
                 ) from None
             raise TransientError(f"reading partition {self._name} failed: {exc.message}") from None
