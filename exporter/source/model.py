@@ -14,15 +14,12 @@ import json
 import logging
 import posixpath
 import re
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator
 from urllib.parse import unquote, urlsplit
 
-from azure.core import MatchConditions
 from azure.core.exceptions import (
     HttpResponseError,
-    ResourceModifiedError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
@@ -30,12 +27,12 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient
 
 from ..errors import SourceError, TransientError
+from .blob_stream import DOWNLOAD_CHUNK_BYTES, BlobStream
 from .storage_errors import container_missing, error_code, storage_error
 
 log = logging.getLogger("exporter.source")
 
 MODEL_FILE = "model.json"
-DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024
 _TEXT_CHUNK_CHARS = 64 * 1024  # how much TextIOWrapper decodes at a time; bigger is faster than the 8 KiB default
 _MODEL_SCAN_LIMIT = 20_000  # blobs listed at most when looking for model.json files to suggest
 _TIMESTAMP_LEVELS = (4, 2, 2, 4)  # yyyy/MM/dd/HHmm
@@ -395,7 +392,7 @@ def iter_rows(
 def _iter_partition(
     container_client: ContainerClient, source: ExportSource, partition: str, chunk_bytes: int
 ) -> Iterator[RawRow]:
-    stream = _BlobStream(container_client, partition, chunk_bytes)
+    stream = BlobStream(container_client, partition, chunk_bytes)
     buffered = io.BufferedReader(stream, buffer_size=256 * 1024)
     text = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
     text._CHUNK_SIZE = _TEXT_CHUNK_CHARS  # type: ignore[attr-defined]
@@ -443,105 +440,3 @@ def _check_header(values: list[str], source: ExportSource, partition: str) -> No
             f"the header row of {source.container}/{partition} ({', '.join(header)}) does not match the columns in "
             f"model.json ({', '.join(source.columns)}); the export is inconsistent: re-run it in Customer Insights"
         )
-
-
-class _BlobStream(io.RawIOBase):
-    """A read-only raw stream over one blob, fetched in ranges of ``chunk_bytes`` pinned to the first ETag.
-
-    The next range downloads in a background thread while the current one is parsed, so network latency overlaps
-    with CSV parsing; at most two ranges are in memory.
-    """
-
-    def __init__(self, container_client: ContainerClient, name: str, chunk_bytes: int) -> None:
-        super().__init__()
-        self._blob = container_client.get_blob_client(name)
-        self._name = f"{container_client.container_name}/{name}"
-        self._chunk_bytes = chunk_bytes
-        self._etag: str | None = None
-        self._ranges: Iterator[tuple[int, int]] | None = None
-        self._pending: Future[bytes] | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._delivered = 0
-        self._chunk = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._delivered
-
-    def readinto(self, buffer: Any) -> int:
-        if not self._chunk:
-            self._chunk = memoryview(self._fetch_next())
-            if not self._chunk:
-                return 0
-        count = min(len(buffer), len(self._chunk))
-        buffer[:count] = self._chunk[:count]
-        self._chunk = self._chunk[count:]
-        self._delivered += count
-        return count
-
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-        super().close()
-
-    def _fetch_next(self) -> bytes:
-        if self._ranges is None:
-            properties = self._call(self._blob.get_blob_properties)
-            self._etag = properties.etag
-            step = self._chunk_bytes
-            self._ranges = ((o, min(step, properties.size - o)) for o in range(0, properties.size, step))
-            self._pending = self._submit_next()
-        if self._pending is None:
-            return b""
-        data = self._pending.result()
-        self._pending = self._submit_next()
-        return data
-
-    def _submit_next(self) -> Future[bytes] | None:
-        assert self._ranges is not None
-        spec = next(self._ranges, None)
-        if spec is None:
-            return None
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blob-prefetch")
-        return self._executor.submit(self._download_range, *spec)
-
-    def _download_range(self, offset: int, length: int) -> bytes:
-        downloader = self._call(
-            self._blob.download_blob,
-            offset=offset,
-            length=length,
-            etag=self._etag,
-            match_condition=MatchConditions.IfNotModified,
-        )
-        data = b"".join(downloader.chunks())  # one range: at most chunk_bytes, never the whole blob
-        if len(data) != length:
-            raise TransientError(
-                f"partition {self._name}: got {len(data)} bytes at offset {offset}, expected {length}; retry the run"
-            )
-        return data
-
-    def _call(self, method: Any, **kwargs: Any) -> Any:
-        try:
-            return method(**kwargs)
-        except ResourceModifiedError:
-            raise TransientError(
-                f"partition {self._name} changed while it was being read (Customer Insights is writing a new "
-                "export); retry the run after the export finishes"
-            ) from None
-        except ResourceNotFoundError:
-            raise SourceError(
-                f"partition {self._name} disappeared while the export was being read; re-run after the Customer "
-                "Insights export finishes"
-            ) from None
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise TransientError(f"reading partition {self._name} failed: {exc}") from None
-        except HttpResponseError as exc:
-            if exc.status_code == 403:
-                raise SourceError(
-                    f"access to partition {self._name} was denied ({error_code(exc) or 403}); give the function "
-                    "app's identity the 'Storage Blob Data Reader' role on the export's storage account"
-                ) from None
-            raise TransientError(f"reading partition {self._name} failed: {exc.message}") from None
