@@ -28,11 +28,11 @@ from azure.storage.blob import ContainerClient
 
 from ..errors import SourceError, TransientError
 from .blob_stream import DOWNLOAD_CHUNK_BYTES, BlobStream
+from .paths import MODEL_FILE, join_path, model_display_path
 from .storage_errors import container_missing, error_code, storage_error
 
 log = logging.getLogger("exporter.source")
 
-MODEL_FILE = "model.json"
 _TEXT_CHUNK_CHARS = 64 * 1024  # how much TextIOWrapper decodes at a time; bigger is faster than the 8 KiB default
 _MODEL_SCAN_LIMIT = 20_000  # blobs listed at most when looking for model.json files to suggest
 _TIMESTAMP_LEVELS = (4, 2, 2, 4)  # yyyy/MM/dd/HHmm
@@ -68,7 +68,7 @@ def open_source(container_client: ContainerClient, path: str, entity: str | None
     """Read model.json at ``path`` and describe the current export of ``entity`` (the only one when None)."""
     path = _normalise_path(path)
     model, model_modified = _read_model(container_client, path)
-    where = _where(container_client, path)
+    where = model_display_path(container_client, path)
     chosen = _choose_entity(_local_entities(model, where), entity, where)
     columns = _columns(chosen, where)
     listed = [p for p in chosen.get("partitions") or [] if isinstance(p, dict)]
@@ -104,16 +104,8 @@ def _normalise_path(path: str) -> str:
     return path
 
 
-def _where(container_client: ContainerClient, path: str) -> str:
-    return f"{container_client.container_name}/{_join(path, MODEL_FILE)}"
-
-
-def _join(*parts: str) -> str:
-    return "/".join(p for p in parts if p)
-
-
 def _read_model(container_client: ContainerClient, path: str) -> tuple[dict[str, Any], str | None]:
-    name = _join(path, MODEL_FILE)
+    name = join_path(path, MODEL_FILE)
     try:
         downloader = container_client.download_blob(name)
         data = downloader.readall()  # model.json is small; only partitions must be streamed
@@ -126,26 +118,27 @@ def _read_model(container_client: ContainerClient, path: str) -> tuple[dict[str,
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise TransientError(f"cannot reach blob storage at {container_client.url}: {exc}") from None
     modified = downloader.properties.last_modified
+    shown = model_display_path(container_client, path)
     try:
         model = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise SourceError(
-            f"{_where(container_client, path)} is not UTF-8 (invalid byte at offset {exc.start}); "
+            f"{shown} is not UTF-8 (invalid byte at offset {exc.start}); "
             "re-run the export in Customer Insights"
         ) from None
     except json.JSONDecodeError as exc:
         raise SourceError(
-            f"{_where(container_client, path)} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}, "
+            f"{shown} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}, "
             f"{len(data)} bytes); it may still be being written: re-run after the Customer Insights export finishes"
         ) from None
     if not isinstance(model, dict):
-        raise SourceError(f"{_where(container_client, path)} is not a CDM model (expected a JSON object)")
+        raise SourceError(f"{shown} is not a CDM model (expected a JSON object)")
     return model, modified.isoformat() if modified else None
 
 
 def _model_missing(container_client: ContainerClient, path: str) -> SourceError:
     found, legacy = _nearby_models(container_client, path)
-    message = f"no {MODEL_FILE} at {_where(container_client, path)}; check source.path"
+    message = f"no {MODEL_FILE} at {model_display_path(container_client, path)}; check source.path"
     if found:
         listed = "\n".join(f"  - {folder}" for folder in found)
         message += f". Folders in container {container_client.container_name!r} that hold {MODEL_FILE}:\n{listed}"
@@ -236,7 +229,8 @@ def _partition_blob(container_client: ContainerClient, partition: dict[str, Any]
     location = partition.get("location")
     if not isinstance(location, str) or not location.strip():
         raise SourceError(
-            f"partition {partition.get('name')!r} in {_where(container_client, model_folder)} has no location"
+            f"partition {partition.get('name')!r} in {model_display_path(container_client, model_folder)} "
+            "has no location"
         )
     return resolve_location(
         location.strip(), container_client.container_name, container_client.account_name, model_folder
@@ -248,7 +242,7 @@ def resolve_location(location: str, container: str, account: str | None, model_f
     parts = urlsplit(location)
     scheme = parts.scheme.lower()
     if not scheme:
-        name = posixpath.normpath(_join(model_folder, unquote(parts.path).lstrip("/")))
+        name = posixpath.normpath(join_path(model_folder, unquote(parts.path).lstrip("/")))
         if name.startswith("../") or name in (".", ".."):
             raise SourceError(f"partition location {location!r} points outside container {container!r}")
         return name
@@ -342,7 +336,7 @@ def _newest(times: Iterator[Any]) -> str | None:
 
 
 def _newest_timestamp_partitions(container_client: ContainerClient, path: str, entity: str) -> tuple[list[str], str]:
-    root = _join(path, entity) + "/"
+    root = join_path(path, entity) + "/"
     for folder in _timestamp_folders_newest_first(container_client, root, _TIMESTAMP_LEVELS):
         names = [
             b.name for b in container_client.walk_blobs(name_starts_with=folder, delimiter="/")
@@ -351,7 +345,8 @@ def _newest_timestamp_partitions(container_client: ContainerClient, path: str, e
         if names:
             return sorted(names, key=_natural_key), folder
     raise SourceError(
-        f"model.json at {_where(container_client, path)} lists no partitions for entity {entity!r} and there is no "
+        f"model.json at {model_display_path(container_client, path)} lists no partitions for entity {entity!r} "
+        "and there is no "
         f"yyyy/MM/dd/HHmm folder with CSV files under {container_client.container_name}/{root}; the export has not "
         "run yet or is still being written: run it in Customer Insights and retry after it finishes"
     )
