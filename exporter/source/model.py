@@ -7,7 +7,6 @@ Partitions are streamed in ranged downloads of ``DOWNLOAD_CHUNK_BYTES``, so memo
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import ipaddress
 import json
@@ -28,13 +27,13 @@ from azure.storage.blob import ContainerClient
 
 from ..errors import SourceError, TransientError
 from .blob_stream import DOWNLOAD_CHUNK_BYTES, BlobStream
-from .paths import MODEL_FILE, join_path, model_display_path
+from .missing_model import model_missing
+from .paths import MODEL_FILE, join_path, model_display_path, model_folder
 from .storage_errors import container_missing, error_code, storage_error
 
 log = logging.getLogger("exporter.source")
 
 _TEXT_CHUNK_CHARS = 64 * 1024  # how much TextIOWrapper decodes at a time; bigger is faster than the 8 KiB default
-_MODEL_SCAN_LIMIT = 20_000  # blobs listed at most when looking for model.json files to suggest
 _TIMESTAMP_LEVELS = (4, 2, 2, 4)  # yyyy/MM/dd/HHmm
 _ABFS_SCHEMES = {"abfs", "abfss", "wasb", "wasbs"}
 
@@ -99,9 +98,8 @@ def open_source(container_client: ContainerClient, path: str, entity: str | None
 
 def _normalise_path(path: str) -> str:
     path = path.strip().strip("/")
-    if path == MODEL_FILE or path.endswith("/" + MODEL_FILE):
-        path = path[: -len(MODEL_FILE)].rstrip("/")  # someone pasted the model.json path itself
-    return path
+    folder = model_folder(path)  # someone pasted the model.json path itself
+    return path if folder is None else folder
 
 
 def _read_model(container_client: ContainerClient, path: str) -> tuple[dict[str, Any], str | None]:
@@ -112,7 +110,7 @@ def _read_model(container_client: ContainerClient, path: str) -> tuple[dict[str,
     except ResourceNotFoundError as exc:
         if error_code(exc) == "ContainerNotFound":
             raise container_missing(container_client) from None
-        raise _model_missing(container_client, path) from None
+        raise model_missing(container_client, path) from None
     except HttpResponseError as exc:
         raise storage_error(container_client, name, exc) from None
     except (ServiceRequestError, ServiceResponseError) as exc:
@@ -134,51 +132,6 @@ def _read_model(container_client: ContainerClient, path: str) -> tuple[dict[str,
     if not isinstance(model, dict):
         raise SourceError(f"{shown} is not a CDM model (expected a JSON object)")
     return model, modified.isoformat() if modified else None
-
-
-def _model_missing(container_client: ContainerClient, path: str) -> SourceError:
-    found, legacy = _nearby_models(container_client, path)
-    message = f"no {MODEL_FILE} at {model_display_path(container_client, path)}; check source.path"
-    if found:
-        listed = "\n".join(f"  - {folder}" for folder in found)
-        message += f". Folders in container {container_client.container_name!r} that hold {MODEL_FILE}:\n{listed}"
-    else:
-        message += (
-            f". No {MODEL_FILE} exists anywhere in container {container_client.container_name!r}: "
-            "has the export run in Customer Insights yet?"
-        )
-    if legacy:
-        message += (
-            f"\n{path}/ holds {len(legacy)} CSV files with the old flat naming (e.g. {legacy[0]}); "
-            "that layout has no model.json and is not supported: re-run the export with a current Customer Insights "
-            "instance so that it writes model.json"
-        )
-    return SourceError(message)
-
-
-def _nearby_models(container_client: ContainerClient, path: str) -> tuple[list[str], list[str]]:
-    """Folders that hold model.json, most similar to ``path`` first; and CSV files directly in ``path``."""
-    first = path.split("/", 1)[0]
-    folders = _folders_with_model(container_client, first + "/" if "/" in path else None)
-    if not folders and "/" in path:
-        folders = _folders_with_model(container_client, None)
-    folders.sort(key=lambda f: (-difflib.SequenceMatcher(None, f, path).ratio(), f))
-    legacy = [
-        blob.name.rsplit("/", 1)[-1]
-        for blob in container_client.walk_blobs(name_starts_with=path + "/", delimiter="/")
-        if blob.name.lower().endswith(".csv")
-    ][:50]
-    return folders[:10], legacy
-
-
-def _folders_with_model(container_client: ContainerClient, prefix: str | None) -> list[str]:
-    folders = []
-    for count, blob in enumerate(container_client.list_blobs(name_starts_with=prefix)):
-        if count >= _MODEL_SCAN_LIMIT:
-            break
-        if blob.name == MODEL_FILE or blob.name.endswith("/" + MODEL_FILE):
-            folders.append(blob.name[: -len(MODEL_FILE)].rstrip("/") or "(container root)")
-    return folders
 
 
 def _local_entities(model: dict[str, Any], where: str) -> list[dict[str, Any]]:

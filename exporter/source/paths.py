@@ -14,3 +14,10 @@ def join_path(*parts: str) -> str:
 def model_display_path(container_client: ContainerClient, path: str) -> str:
     """``<container>/<path>/model.json``: how messages name the model.json they are about."""
     return f"{container_client.container_name}/{join_path(path, MODEL_FILE)}"
+
+
+def model_folder(name: str) -> str | None:
+    """The folder of ``name`` when it names a model.json ("" at the container root), else None."""
+    if name == MODEL_FILE or name.endswith("/" + MODEL_FILE):
+        return name[: -len(MODEL_FILE)].rstrip("/")
+    return None
