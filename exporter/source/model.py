@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
-import ipaddress
 import json
 import logging
-import posixpath
-import re
 from dataclasses import dataclass
 from typing import Any, Iterator
-from urllib.parse import unquote, urlsplit
 
 from azure.core.exceptions import (
     HttpResponseError,
@@ -28,14 +24,17 @@ from azure.storage.blob import ContainerClient
 from ..errors import SourceError, TransientError
 from .blob_stream import DOWNLOAD_CHUNK_BYTES, BlobStream
 from .missing_model import model_missing
+from .partitions import (
+    check_partitions_exist,
+    newest_timestamp_partitions,
+    partition_blob,
+)
 from .paths import MODEL_FILE, join_path, model_display_path, model_folder
 from .storage_errors import container_missing, error_code, storage_error
 
 log = logging.getLogger("exporter.source")
 
 _TEXT_CHUNK_CHARS = 64 * 1024  # how much TextIOWrapper decodes at a time; bigger is faster than the 8 KiB default
-_TIMESTAMP_LEVELS = (4, 2, 2, 4)  # yyyy/MM/dd/HHmm
-_ABFS_SCHEMES = {"abfs", "abfss", "wasb", "wasbs"}
 
 
 @dataclass(frozen=True)
@@ -73,11 +72,11 @@ def open_source(container_client: ContainerClient, path: str, entity: str | None
     listed = [p for p in chosen.get("partitions") or [] if isinstance(p, dict)]
     has_header, delimiter = _csv_settings(chosen, listed, where)
     if listed:
-        partitions = [_partition_blob(container_client, p, path) for p in listed]
-        _check_partitions_exist(container_client, partitions)
+        partitions = [partition_blob(container_client, p, path) for p in listed]
+        check_partitions_exist(container_client, partitions)
         refreshed = _newest(p.get("refreshTime") for p in listed)
     else:
-        partitions, folder = _newest_timestamp_partitions(container_client, path, chosen["name"])
+        partitions, folder = newest_timestamp_partitions(container_client, path, chosen["name"])
         refreshed = None
         log.warning(
             "model.json lists no partitions for %s; reading the newest folder %s (%d CSV files)",
@@ -178,75 +177,6 @@ def _columns(entity: dict[str, Any], where: str) -> list[str]:
     return columns
 
 
-def _partition_blob(container_client: ContainerClient, partition: dict[str, Any], model_folder: str) -> str:
-    location = partition.get("location")
-    if not isinstance(location, str) or not location.strip():
-        raise SourceError(
-            f"partition {partition.get('name')!r} in {model_display_path(container_client, model_folder)} "
-            "has no location"
-        )
-    return resolve_location(
-        location.strip(), container_client.container_name, container_client.account_name, model_folder
-    )
-
-
-def resolve_location(location: str, container: str, account: str | None, model_folder: str = "") -> str:
-    """Blob name inside ``container`` for a partition location (full URL on any host, or relative to model.json)."""
-    parts = urlsplit(location)
-    scheme = parts.scheme.lower()
-    if not scheme:
-        name = posixpath.normpath(join_path(model_folder, unquote(parts.path).lstrip("/")))
-        if name.startswith("../") or name in (".", ".."):
-            raise SourceError(f"partition location {location!r} points outside container {container!r}")
-        return name
-    if scheme in _ABFS_SCHEMES:  # abfss://container@account.dfs.core.windows.net/path
-        found_container = unquote(parts.username or "")
-        name = unquote(parts.path).lstrip("/")
-    else:
-        segments = unquote(parts.path).lstrip("/").split("/")
-        host = (parts.hostname or "").lower()
-        path_style = _is_local_host(host) or (
-            len(segments) > 2 and segments[0] == account and segments[1] == container
-            and not host.startswith(f"{(account or '').lower()}.")
-        )
-        if path_style:  # emulator style: http://127.0.0.1:10000/<account>/<container>/<blob>
-            segments = segments[1:]
-        found_container, name = segments[0], "/".join(segments[1:])
-    if found_container != container or not name:
-        raise SourceError(
-            f"partition location {location!r} is outside container {container!r} "
-            f"(it points at container {found_container!r}); set source.container to the container the "
-            "Customer Insights export writes to"
-        )
-    return name
-
-
-def _is_local_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _check_partitions_exist(container_client: ContainerClient, partitions: list[str]) -> None:
-    folders = sorted({posixpath.dirname(p) for p in partitions})
-    present: set[str] = set()
-    for folder in folders:
-        prefix = folder + "/" if folder else None
-        present.update(b.name for b in container_client.walk_blobs(name_starts_with=prefix, delimiter="/"))
-    missing = [p for p in partitions if p not in present]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise SourceError(
-            f"model.json lists {len(missing)} partition(s) that are not in container "
-            f"{container_client.container_name!r}: {shown}. The export is incomplete or still being written; "
-            "re-run after the Customer Insights export finishes"
-        )
-
-
 def _csv_settings(entity: dict[str, Any], partitions: list[dict[str, Any]], where: str) -> tuple[bool, str]:
     entity_settings = _format_settings(entity)
     settings = [{**entity_settings, **_format_settings(p)} for p in partitions] or [entity_settings]
@@ -286,43 +216,6 @@ def _newest(times: Iterator[Any]) -> str | None:
     # CI writes ISO 8601 UTC times, which sort as text.
     texts = [t for t in times if isinstance(t, str) and t]
     return max(texts) if texts else None
-
-
-def _newest_timestamp_partitions(container_client: ContainerClient, path: str, entity: str) -> tuple[list[str], str]:
-    root = join_path(path, entity) + "/"
-    for folder in _timestamp_folders_newest_first(container_client, root, _TIMESTAMP_LEVELS):
-        names = [
-            b.name for b in container_client.walk_blobs(name_starts_with=folder, delimiter="/")
-            if b.name.lower().endswith(".csv")
-        ]
-        if names:
-            return sorted(names, key=_natural_key), folder
-    raise SourceError(
-        f"model.json at {model_display_path(container_client, path)} lists no partitions for entity {entity!r} "
-        "and there is no "
-        f"yyyy/MM/dd/HHmm folder with CSV files under {container_client.container_name}/{root}; the export has not "
-        "run yet or is still being written: run it in Customer Insights and retry after it finishes"
-    )
-
-
-def _timestamp_folders_newest_first(
-    container_client: ContainerClient, prefix: str, levels: tuple[int, ...]
-) -> Iterator[str]:
-    if not levels:
-        yield prefix
-        return
-    children = []
-    for item in container_client.walk_blobs(name_starts_with=prefix, delimiter="/"):
-        child = item.name[len(prefix):].rstrip("/")
-        if item.name.endswith("/") and len(child) == levels[0] and child.isdigit():
-            children.append(child)
-    for child in sorted(children, reverse=True):
-        yield from _timestamp_folders_newest_first(container_client, f"{prefix}{child}/", levels[1:])
-
-
-def _natural_key(name: str) -> list[Any]:
-    """Sort ``X_2.csv`` before ``X_10.csv``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
