@@ -1,13 +1,9 @@
 """Read a Customer Insights (CI) segment export from Blob Storage: model.json plus CSV partitions."""
+from .blob_stream import DOWNLOAD_CHUNK_BYTES
 from .locations import resolve_location
-from .model import (
-    DOWNLOAD_CHUNK_BYTES,
-    ExportSource,
-    RawRow,
-    iter_rows,
-    open_source,
-)
+from .model import ExportSource, open_source
 from .paths import MODEL_FILE
+from .rows import RawRow, iter_rows
 
 __all__ = [
     "DOWNLOAD_CHUNK_BYTES",

@@ -1,17 +1,16 @@
-"""Read a Customer Insights (CI) segment export from Blob Storage: model.json plus CSV partitions.
+"""model.json of a Customer Insights export, read into an ``ExportSource``: entity, columns, partitions, CSV format.
 
-Layout: ``<container>/<path>/model.json`` and ``<path>/<Entity>/yyyy/MM/dd/HHmm/<Entity>_<n>.csv``. Every CI run
-writes a new timestamp folder and leaves older ones; only the partitions model.json lists are the current export.
-Partitions are streamed in ranged downloads of ``DOWNLOAD_CHUNK_BYTES``, so memory does not grow with their size.
+model.json is a CDM model: its entities' attributes give the CSV columns in order, their partitions the CSV files of
+the current export, and fileFormatSettings or cdm:traits whether those files have a header row and which delimiter.
+Everything that is wrong with it is a ``SourceError`` that says what to fix.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from azure.core.exceptions import (
     HttpResponseError,
@@ -22,7 +21,6 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient
 
 from ..errors import SourceError, TransientError
-from .blob_stream import DOWNLOAD_CHUNK_BYTES, BlobStream
 from .missing_model import model_missing
 from .partitions import (
     check_partitions_exist,
@@ -32,13 +30,13 @@ from .partitions import (
 from .paths import MODEL_FILE, join_path, model_display_path, model_folder
 from .storage_errors import container_missing, error_code, storage_error
 
-log = logging.getLogger("exporter.source")
-
-_TEXT_CHUNK_CHARS = 64 * 1024  # how much TextIOWrapper decodes at a time; bigger is faster than the 8 KiB default
+log = logging.getLogger("exporter.source")  # named after the package, not this module: log lines name the reader
 
 
 @dataclass(frozen=True)
 class ExportSource:
+    """What one run reads: the current export of one entity."""
+
     container: str
     path: str  # folder holding model.json (no leading/trailing slash)
     entity: str  # entity name actually used
@@ -47,19 +45,6 @@ class ExportSource:
     has_header: bool
     model_refreshed: str | None  # newest partition refreshTime, else model modifiedTime, for the run report
     delimiter: str = ","
-
-
-@dataclass(slots=True)
-class RawRow:
-    values: list[str]  # as parsed by csv; may have the wrong length for a broken row; [] when unparseable
-    partition: str  # blob name
-    record: int  # 1-based record number inside the partition (not counting a header or blank lines)
-    line: int  # 1-based physical line where the record starts (quoted newlines span lines)
-    error: str = ""  # why the CSV parser could not read this record, when it could not
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# open_source
 
 
 def open_source(container_client: ContainerClient, path: str, entity: str | None) -> ExportSource:
@@ -216,68 +201,3 @@ def _newest(times: Iterator[Any]) -> str | None:
     # CI writes ISO 8601 UTC times, which sort as text.
     texts = [t for t in times if isinstance(t, str) and t]
     return max(texts) if texts else None
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# iter_rows
-
-
-def iter_rows(
-    container_client: ContainerClient, source: ExportSource, *, chunk_bytes: int = DOWNLOAD_CHUNK_BYTES
-) -> Iterator[RawRow]:
-    """Stream every record of the export's partitions, in order. Never holds more than ~``chunk_bytes`` of a blob."""
-    for partition in source.partitions:
-        yield from _iter_partition(container_client, source, partition, chunk_bytes)
-
-
-def _iter_partition(
-    container_client: ContainerClient, source: ExportSource, partition: str, chunk_bytes: int
-) -> Iterator[RawRow]:
-    stream = BlobStream(container_client, partition, chunk_bytes)
-    buffered = io.BufferedReader(stream, buffer_size=256 * 1024)
-    text = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
-    text._CHUNK_SIZE = _TEXT_CHUNK_CHARS  # type: ignore[attr-defined]
-    reader = csv.reader(text, delimiter=source.delimiter, strict=True)
-    header_pending = source.has_header
-    record = 0
-    last_line = 0  # physical lines consumed so far; reader.line_num counts them exactly, for free
-    try:
-        while True:
-            try:
-                for values in reader:
-                    if not values:
-                        last_line = reader.line_num
-                        continue
-                    if header_pending:
-                        header_pending = False
-                        _check_header(values, source, partition)
-                        last_line = reader.line_num
-                        continue
-                    record += 1
-                    yield RawRow(values, partition, record, last_line + 1)
-                    last_line = reader.line_num
-                return
-            except csv.Error as exc:
-                # The reader starts a fresh record on the next line, so one bad record does not end the partition.
-                record += 1
-                yield RawRow([], partition, record, last_line + 1, f"unreadable CSV: {exc}")
-                last_line = reader.line_num
-    except UnicodeDecodeError as exc:
-        offset = buffered.tell() - len(exc.object) + exc.start
-        raise SourceError(
-            f"partition {source.container}/{partition} is not valid UTF-8: byte 0x{exc.object[exc.start]:02x} at "
-            f"byte offset {offset}; Customer Insights writes UTF-8, so the "
-            "file was changed or damaged: re-run the export in Customer Insights"
-        ) from None
-    finally:
-        text.detach()  # do not let TextIOWrapper's close() chain into a half-read network stream
-        stream.close()
-
-
-def _check_header(values: list[str], source: ExportSource, partition: str) -> None:
-    header = [v.strip() for v in values]
-    if [h.lower() for h in header] != [c.lower() for c in source.columns]:
-        raise SourceError(
-            f"the header row of {source.container}/{partition} ({', '.join(header)}) does not match the columns in "
-            f"model.json ({', '.join(source.columns)}); the export is inconsistent: re-run it in Customer Insights"
-        )
