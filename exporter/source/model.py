@@ -87,6 +87,7 @@ def _normalise_path(path: str) -> str:
 
 
 def _read_model(container_client: ContainerClient, path: str) -> tuple[dict[str, Any], str | None]:
+    """model.json as a dict, and when its blob was last modified (ISO 8601), the report's fallback refresh time."""
     name = join_path(path, MODEL_FILE)
     try:
         downloader = container_client.download_blob(name)
