@@ -5,7 +5,7 @@ import csv
 import io
 import itertools
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pytest
@@ -16,9 +16,15 @@ from devtools.sample_export import COLUMN_NAMES, STALE_DOMAIN, write_sample_expo
 from exporter.errors import SourceError
 from exporter.mapping import Contact, Mapper
 from exporter.settings import Mapping
-from exporter.source import ExportSource, RawRow, iter_rows, open_source, resolve_location
+from exporter.source import (
+    ExportSource,
+    RawRow,
+    iter_rows,
+    open_source,
+    resolve_location,
+)
 
-T0 = datetime(2026, 3, 1, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
 ACCOUNT = "devstoreaccount1"
 
 
@@ -324,7 +330,7 @@ def test_invalid_utf8_names_the_partition_and_exact_byte_offset(container):
     seen = []
     with pytest.raises(SourceError) as caught:
         for row in iter_rows(container, source, chunk_bytes=4096):
-            seen.append(row)
+            seen.append(row)  # noqa: PERF402 (one at a time: the rows read before the error must be kept)
     message = str(caught.value)
     bad_offset = data.index(b"\xe9")
     assert 0 < len(seen) <= 3000 and seen[-1].values[2] == "Zoë"  # rows before the damage were read
