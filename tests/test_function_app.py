@@ -22,7 +22,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 
 from devtools.azurite import free_port
 from devtools.sample_export import write_sample_export
-from exporter import service
+from exporter.functions import admission, clients, messages, queue_worker
 from exporter.errors import ConfigError
 from exporter.report import ReportStore, RunReport, new_run_id
 from exporter.settings import LOCAL_APP_SETTINGS, RUN_QUEUE
@@ -110,7 +110,7 @@ def test_host_json_suits_long_queued_runs():
     assert hours * 60 + minutes >= 90  # a 1M-contact run takes ~40 minutes at ActiveCampaign's limit
     queues = host["extensions"]["queues"]
     assert queues["batchSize"] == 1 and queues["newBatchThreshold"] == 0
-    assert queues["maxDequeueCount"] == service.MAX_ATTEMPTS
+    assert queues["maxDequeueCount"] == queue_worker.MAX_ATTEMPTS
     assert queues["messageEncoding"] == "base64"
     assert host["logging"]["logLevel"]["default"] in ("Warning", "Error")
 
@@ -441,13 +441,13 @@ def test_an_arrival_run_that_meets_a_running_export_waits_for_it(monkeypatch, em
     name = unique_name
     sample = small_export(container, rows=20)
     configure(monkeypatch, export_dict(name, emulator.hostname, container.container_name, sample.path))
-    ctx = service.Context.from_env()
+    ctx = clients.Context.from_env()
     export = ctx.exports().get(name)
-    queued = service.enqueue_run(ctx, export, "arrival", service.StartOptions(), run_id=new_run_id())
+    queued = admission.enqueue_run(ctx, export, "arrival", messages.StartOptions(), run_id=new_run_id())
     take_messages(run_queue)
-    timer_run = service.enqueue_run(ctx, export, "timer", service.StartOptions(), run_id=new_run_id())
+    timer_run = admission.enqueue_run(ctx, export, "timer", messages.StartOptions(), run_id=new_run_id())
     timer_message = take_messages(run_queue)
-    arrival_message = QueueMessage(id="1", body=service.RunRequest(queued.run_id, name, "arrival").to_json(),
+    arrival_message = QueueMessage(id="1", body=messages.RunRequest(queued.run_id, name, "arrival").to_json(),
                                         dequeue_count=1)
 
     with StateStore(storage).lock(name, "a-running-run"):
@@ -466,7 +466,7 @@ def test_an_arrival_run_that_meets_a_running_export_waits_for_it(monkeypatch, em
 
 
 def queue_message(run_id: str, export: str, trigger: str = "http", dequeue_count: int = 1) -> QueueMessage:
-    return QueueMessage(id=run_id, body=service.RunRequest(run_id, export, trigger).to_json(),
+    return QueueMessage(id=run_id, body=messages.RunRequest(run_id, export, trigger).to_json(),
                              dequeue_count=dequeue_count)
 
 
@@ -510,7 +510,7 @@ def test_transient_failure_is_retried_and_the_poison_handler_records_giving_up(
                                        destination=destination))
     run_id = new_run_id()
 
-    with pytest.raises(service.RetryableRunFailure, match=r"attempt 2 of 3"):
+    with pytest.raises(queue_worker.RetryableRunFailure, match=r"attempt 2 of 3"):
         handler("run_queued_export")(queue_message(run_id, unique_name, dequeue_count=2))
     failed = reports.load(unique_name, run_id)
     assert (failed.status, failed.error_kind) == ("failed", "transient")

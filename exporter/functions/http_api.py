@@ -1,0 +1,182 @@
+"""The HTTP API: start one or every export's run, read a run's report, list the exports; errors as JSON."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import azure.functions as func
+from azure.core.exceptions import AzureError
+
+from ..errors import ConfigError
+from ..report import RunReport
+from ..settings import EXPORT_NAME_RE, ExportConfig, ExportsConfig
+from .admission import claim_and_enqueue, enqueue_all
+from .clients import Context
+from .log_setup import prepare_logging
+from .messages import RUN_ID_RE, StartOptions
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 30
+_ACTIVE = ("queued", "running")
+_OPTION_KEYS = {"fullRefresh": "full_refresh", "forceRemoval": "force_removal"}
+
+
+class HttpProblem(Exception):
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.extra = extra
+
+
+def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, indent=2), status_code=status, headers=headers or {},
+                             mimetype="application/json", charset="utf-8")
+
+
+def _http_errors(handler: Callable[[func.HttpRequest], func.HttpResponse]):
+    """Every failure becomes a JSON answer with a message (config problems name the setting)."""
+
+    def wrapped(req: func.HttpRequest) -> func.HttpResponse:
+        prepare_logging()
+        try:
+            return handler(req)
+        except HttpProblem as exc:
+            return _json_response(exc.status, {"error": str(exc)} | exc.extra)
+        except ConfigError as exc:
+            log.error("configuration problem: %s", exc)
+            return _json_response(500, {"error": str(exc), "kind": "configuration"})
+        except AzureError as exc:
+            log.error("storage unavailable: %s", exc)
+            return _json_response(503, {"error": f"storage is unavailable, try again: {type(exc).__name__}"},
+                                  {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+def parse_start_options(body: bytes) -> StartOptions:
+    """The optional JSON body of a start request: ``{"fullRefresh": bool, "forceRemoval": bool}``."""
+    if not body or not body.strip():
+        return StartOptions()
+    example = 'send {"fullRefresh": true} or {"forceRemoval": true}, or no body'
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise HttpProblem(400, f"the request body is not JSON; {example}") from None
+    if not isinstance(data, dict):
+        raise HttpProblem(400, f"the request body must be a JSON object; {example}")
+    unknown = sorted(set(data) - set(_OPTION_KEYS))
+    if unknown:
+        raise HttpProblem(400, f"unknown option(s) {', '.join(map(repr, unknown))}; allowed: "
+                          f"{', '.join(_OPTION_KEYS)}")
+    for key, value in data.items():
+        if not isinstance(value, bool):
+            raise HttpProblem(400, f"{key!r} must be true or false, not {json.dumps(value)}")
+    return StartOptions(**{_OPTION_KEYS[key]: value for key, value in data.items()})
+
+
+def _api_base(req: func.HttpRequest) -> str:
+    """``scheme://host/api`` as the caller reached us (keeps a custom route prefix; drops the key in ``code``)."""
+    parts = urlsplit(req.url)
+    index = parts.path.find("/exports")
+    prefix = parts.path[:index] if index >= 0 else "/api"
+    return f"{parts.scheme}://{parts.netloc}{prefix}"
+
+
+def status_url(req: func.HttpRequest, export: str, run_id: str) -> str:
+    return f"{_api_base(req)}/exports/{export}/runs/{run_id}"
+
+
+def _find_export(config: ExportsConfig, name: str) -> ExportConfig:
+    for export in config.exports:
+        if export.name == name:
+            return export
+    known = [e.name for e in config.exports]
+    raise HttpProblem(404, f"no export named {name!r}; configured exports: {', '.join(known)}", exports=known)
+
+
+def _run_summary(req: func.HttpRequest, report: RunReport) -> dict[str, Any]:
+    return {"runId": report.run_id, "export": report.export, "status": report.status,
+            "statusUrl": status_url(req, report.export, report.run_id)}
+
+
+@_http_errors
+def start_run(req: func.HttpRequest) -> func.HttpResponse:
+    """POST exports/{name}/runs: 202 + Location of the queued run; 409 if it may not run or one is active."""
+    name = req.route_params.get("name", "")
+    options = parse_start_options(req.get_body())
+    ctx = Context.from_env()
+    export = _find_export(ctx.exports(), name)
+    reason = export.skip_reason()
+    if reason:
+        raise HttpProblem(409, f"export {name!r} cannot run: {reason}", export=name, reason=reason)
+    outcome = claim_and_enqueue(ctx, export, "http", options)
+    if outcome.kind == "busy":
+        active = outcome.report
+        raise HttpProblem(409, f"{outcome.reason}; nothing was queued. Follow it at activeRun.statusUrl",
+                          export=name, activeRun=_run_summary(req, active))
+    body = _run_summary(req, outcome.report) | {"fullRefresh": options.full_refresh,
+                                                "forceRemoval": options.force_removal}
+    return _json_response(202, body, {"Location": body["statusUrl"], "Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+@_http_errors
+def start_all_runs(req: func.HttpRequest) -> func.HttpResponse:
+    """POST exports/runs: queue every export that may run; 202 if any was queued, else 409."""
+    _reject_options_for_all(req.get_body())
+    ctx = Context.from_env()
+    outcomes = enqueue_all(ctx, "http")
+    runs = [_run_summary(req, o.report) for o in outcomes if o.kind == "queued"]
+    skipped = [{"export": o.export, "reason": o.reason, "runId": o.report.run_id}
+               for o in outcomes if o.kind == "skipped"]
+    body = {"runs": runs, "skipped": skipped}
+    if not runs:
+        return _json_response(409, body | {"error": "no export was queued; see skipped for the reasons"})
+    return _json_response(202, body, {"Location": f"{_api_base(req)}/exports",
+                                      "Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _reject_options_for_all(body: bytes) -> None:
+    options = parse_start_options(body)
+    if options != StartOptions():
+        raise HttpProblem(400, "fullRefresh and forceRemoval apply to one export: use POST exports/{name}/runs")
+
+
+@_http_errors
+def get_run(req: func.HttpRequest) -> func.HttpResponse:
+    """GET exports/{name}/runs/{runId}: the run's report."""
+    name, run_id = req.route_params.get("name", ""), req.route_params.get("runId", "")
+    report = None
+    if EXPORT_NAME_RE.match(name) and RUN_ID_RE.match(run_id):
+        report = Context.from_env().reports.load(name, run_id)
+    if report is None:
+        raise HttpProblem(404, f"no run {run_id!r} of export {name!r}", export=name, runId=run_id)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if report.status in _ACTIVE else {}
+    return _json_response(200, report.to_dict() | {"statusUrl": status_url(req, name, run_id)}, headers)
+
+
+@_http_errors
+def list_exports(req: func.HttpRequest) -> func.HttpResponse:
+    """GET exports: the configured exports, whether they may run, and their last run."""
+    ctx = Context.from_env()
+    items = []
+    for export in ctx.exports().exports:
+        last = ctx.reports.latest(export.name, limit=1)
+        items.append({
+            "name": export.name, "enabled": export.enabled, "privacyConsent": export.privacy_consent,
+            "canRun": export.skip_reason() is None, "skipReason": export.skip_reason(),
+            "source": {"container": export.source.container, "path": export.source.path},
+            "destination": {"hostname": export.destination.hostname, "listId": export.destination.list_id},
+            "lastRun": _last_run(req, last[0]) if last else None,
+        })
+    return _json_response(200, {"exports": items})
+
+
+def _last_run(req: func.HttpRequest, report: RunReport) -> dict[str, Any]:
+    return _run_summary(req, report) | {"trigger": report.trigger, "startedAt": report.started_at,
+                                        "finishedAt": report.finished_at, "counts": report.to_dict()["counts"],
+                                        "skipReason": report.skip_reason}
