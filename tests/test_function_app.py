@@ -441,11 +441,11 @@ def test_an_arrival_run_that_meets_a_running_export_waits_for_it(monkeypatch, em
     name = unique_name
     sample = small_export(container, rows=20)
     configure(monkeypatch, export_dict(name, emulator.hostname, container.container_name, sample.path))
-    ctx = clients.Context.from_env()
-    export = ctx.exports().get(name)
-    queued = admission.enqueue_run(ctx, export, "arrival", messages.StartOptions(), run_id=new_run_id())
+    app_clients = clients.AppClients.from_env()
+    export = app_clients.exports().get(name)
+    queued = admission.enqueue_run(app_clients, export, "arrival", messages.StartOptions(), run_id=new_run_id())
     take_messages(run_queue)
-    timer_run = admission.enqueue_run(ctx, export, "timer", messages.StartOptions(), run_id=new_run_id())
+    timer_run = admission.enqueue_run(app_clients, export, "timer", messages.StartOptions(), run_id=new_run_id())
     timer_message = take_messages(run_queue)
     arrival_message = QueueMessage(id="1", body=messages.RunRequest(queued.run_id, name, "arrival").to_json(),
                                         dequeue_count=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
@@ -11,7 +12,7 @@ from azure.storage.blob import ContainerClient
 from ..report import RunReport, new_run_id, utc_now
 from ..settings import RUN_QUEUE, ExportConfig
 from ..state import lock_blob_name
-from .clients import Context, new_report
+from .clients import AppClients, new_run_report
 from .messages import RunRequest, StartOptions
 from .run_markers import Marker, ModelVersion, RunMarkers
 
@@ -37,20 +38,20 @@ def _younger_than(text: str | None, age: timedelta) -> bool:
     return when is not None and datetime.now(timezone.utc) - when < age
 
 
-def _lock_held(state: ContainerClient, export: str) -> bool:
+def _lock_held(state_container: ContainerClient, export: str) -> bool:
     try:
-        properties = state.get_blob_client(lock_blob_name(export)).get_blob_properties()
+        properties = state_container.get_blob_client(lock_blob_name(export)).get_blob_properties()
     except ResourceNotFoundError:
         return False
     return properties.lease.state == "leased"
 
 
-def active_run(ctx: Context, export: str, marker: Marker) -> RunReport | None:
+def active_run(clients: AppClients, export: str, marker: Marker) -> RunReport | None:
     """The queued or running run the marker names, if it is really still queued or running."""
     run_id = marker.data.get("runId")
     if not run_id:
         return None
-    report = ctx.reports.load(export, run_id)
+    report = clients.reports.load(export, run_id)
     if report is None:  # the marker is written just before the report
         if _younger_than(marker.data.get("queuedAt"), MARKER_GRACE):
             return RunReport(run_id=run_id, export=export, trigger=marker.data.get("trigger", ""), status="queued")
@@ -58,77 +59,86 @@ def active_run(ctx: Context, export: str, marker: Marker) -> RunReport | None:
     if report.status == "queued":
         return report if _younger_than(report.started_at, QUEUED_STALE_AFTER) else None
     if report.status == "running":
-        if _lock_held(ctx.state, export) or _younger_than(report.started_at, RUNNING_GRACE):
+        if _lock_held(clients.state_container, export) or _younger_than(report.started_at, RUNNING_GRACE):
             return report
     return None
 
 
+StartKind = Literal["queued", "busy", "duplicate", "skipped"]
+
+
 @dataclass
-class Outcome:
-    """What a start request led to: ``queued`` (report is the new run), ``busy`` (report is the active run),
+class StartResult:
+    """What asking to start a run led to: ``queued`` (report is the new run), ``busy`` (report is the active run),
     ``duplicate`` (this model.json version already queued a run) or ``skipped`` (report records why)."""
 
-    kind: str
+    kind: StartKind
     export: str
     report: RunReport | None = None
     reason: str | None = None
 
 
-def claim_and_enqueue(ctx: Context, export: ExportConfig, trigger: str, options: StartOptions = StartOptions(),
-                      arrival: ModelVersion | None = None, delay_seconds: int = 0) -> Outcome:
+def record_skipped_start(clients: AppClients, export: ExportConfig, trigger: str, reason: str) -> StartResult:
+    """Save a skipped run's report and answer ``skipped``."""
+    return StartResult("skipped", export.name, clients.record_skipped(export, trigger, reason), reason)
+
+
+def claim_and_enqueue(clients: AppClients, export: ExportConfig, trigger: str,
+                      options: StartOptions = StartOptions(), arrival: ModelVersion | None = None,
+                      delay_seconds: int = 0) -> StartResult:
     """Queue a run unless one is already queued or running for this export (marker replaced atomically)."""
-    markers = RunMarkers(ctx.state)
+    markers = RunMarkers(clients.state_container)
     for _ in range(5):
         marker = markers.read(export.name)
         last_arrival = marker.data.get("arrival") or {}
         if arrival and last_arrival.get("etag") == arrival.etag:
-            return Outcome("duplicate", export.name, reason=f"model.json version {arrival.etag} already queued "
-                           f"run {last_arrival.get('runId')}")
-        active = active_run(ctx, export.name, marker)
+            return StartResult("duplicate", export.name, reason=f"model.json version {arrival.etag} already "
+                               f"queued run {last_arrival.get('runId')}")
+        active = active_run(clients, export.name, marker)
         # New data may arrive while a run is going: queue one more behind it (it waits for the lock).
         if active and not (arrival and active.status == "running"):
             if arrival:  # the queued run reads the newest model.json: remember this version as handled
-                markers.replace(export.name, marker.data | {"arrival": arrival.as_dict() | {"runId": active.run_id}},
-                                marker.etag)
-            return Outcome("busy", export.name, active,
-                           f"run {active.run_id} of export {export.name!r} is already {active.status}")
+                handled = arrival.as_dict() | {"runId": active.run_id}
+                markers.replace(export.name, marker.data | {"arrival": handled}, marker.etag)
+            return StartResult("busy", export.name, active,
+                               f"run {active.run_id} of export {export.name!r} is already {active.status}")
         run_id = new_run_id()
         data = {"runId": run_id, "trigger": trigger, "queuedAt": utc_now(),
                 "arrival": arrival.as_dict() | {"runId": run_id} if arrival else marker.data.get("arrival")}
         if markers.replace(export.name, data, marker.etag):
-            report = enqueue_run(ctx, export, trigger, options, run_id=run_id, delay_seconds=delay_seconds)
-            return Outcome("queued", export.name, report)
+            report = enqueue_run(clients, export, trigger, options, run_id=run_id, delay_seconds=delay_seconds)
+            return StartResult("queued", export.name, report)
     raise AzureError(f"could not queue a run of {export.name!r}: its run marker kept changing")
 
 
-def enqueue_run(ctx: Context, export: ExportConfig, trigger: str, options: StartOptions, *, run_id: str,
+def enqueue_run(clients: AppClients, export: ExportConfig, trigger: str, options: StartOptions, *, run_id: str,
                 delay_seconds: int = 0, deferrals: int = 0) -> RunReport:
     """Save a queued report and put the run on the queue."""
-    report = new_report(export, trigger, "queued", run_id, options.full_refresh)
-    ctx.reports.save(report)
+    report = new_run_report(export, trigger, "queued", run_id, options.full_refresh)
+    clients.reports.save(report)
     request = RunRequest(run_id, export.name, trigger, options.full_refresh, options.force_removal, deferrals)
     try:
-        ctx.send(request, delay_seconds)
+        clients.send(request, delay_seconds)
     except AzureError as exc:
         report.status, report.error_kind, report.finished_at = "failed", "transient", utc_now()
         report.errors.append(f"could not put the run on the queue {RUN_QUEUE}: {exc}")
-        ctx.reports.save(report)
+        clients.reports.save(report)
         raise
     log.info("queued run %s of export %s (%s)", run_id, export.name, trigger)
     return report
 
 
-def enqueue_all(ctx: Context, trigger: str) -> list[Outcome]:
+def enqueue_all(clients: AppClients, trigger: str) -> list[StartResult]:
     """Queue a run of every export that may run; record a skipped run for the others."""
-    outcomes = []
-    for export in ctx.exports().exports:
+    results = []
+    for export in clients.exports().exports:
         reason = export.skip_reason()
         if reason:
-            outcomes.append(Outcome("skipped", export.name, ctx.record_skipped(export, trigger, reason), reason))
+            results.append(record_skipped_start(clients, export, trigger, reason))
             continue
-        outcome = claim_and_enqueue(ctx, export, trigger)
-        if outcome.kind == "busy":
-            reason = f"{outcome.reason}; not queued again"
-            outcome = Outcome("skipped", export.name, ctx.record_skipped(export, trigger, reason), reason)
-        outcomes.append(outcome)
-    return outcomes
+        result = claim_and_enqueue(clients, export, trigger)
+        if result.kind == "busy":
+            reason = f"{result.reason}; not queued again"
+            result = record_skipped_start(clients, export, trigger, reason)
+        results.append(result)
+    return results

@@ -9,8 +9,8 @@ from azure.core.exceptions import ResourceNotFoundError
 from ..settings import ExportConfig
 from ..source import MODEL_FILE
 from ..storage import blob_service
-from .admission import Outcome, claim_and_enqueue
-from .clients import Context, new_report
+from .admission import StartResult, claim_and_enqueue, record_skipped_start
+from .clients import AppClients, new_run_report
 from .log_setup import prepare_logging
 from .messages import RunRequest
 from .run_markers import ModelVersion
@@ -38,16 +38,16 @@ def _source_folder(export: ExportConfig) -> str:
     return path[: -len(MODEL_FILE)].rstrip("/") if path == MODEL_FILE or path.endswith("/" + MODEL_FILE) else path
 
 
-def _model_version(ctx: Context, container: str, blob: str) -> ModelVersion | None:
+def _current_model_version(clients: AppClients, container: str, blob: str) -> ModelVersion | None:
     try:
-        properties = (blob_service(ctx.settings.export_storage).get_blob_client(container, blob)
+        properties = (blob_service(clients.settings.export_storage).get_blob_client(container, blob)
                       .get_blob_properties())
     except ResourceNotFoundError:
         return None
     return ModelVersion(f"{container}/{blob}", properties.etag, properties.last_modified.isoformat())
 
 
-def handle_arrival(blob: func.InputStream) -> list[Outcome]:
+def handle_arrival(blob: func.InputStream) -> list[StartResult]:
     """A blob changed in the export container: queue a run of each export that reads this model.json.
 
     Only the blob's name is used; its body is never read.
@@ -58,36 +58,36 @@ def handle_arrival(blob: func.InputStream) -> list[Outcome]:
         log.debug("ignoring %s: not a model.json", blob.name)
         return []
     container, folder = located
-    ctx = Context.from_env()
-    exports = [e for e in ctx.exports().exports
+    clients = AppClients.from_env()
+    exports = [e for e in clients.exports().exports
                if e.source.container == container and _source_folder(e) == folder]
     if not exports:
         log.info("no export reads %s; nothing to do", blob.name)
         return []
-    version = _model_version(ctx, container, f"{folder}/{MODEL_FILE}")
+    version = _current_model_version(clients, container, f"{folder}/{MODEL_FILE}")
     if version is None:
         log.info("%s is gone again; nothing to do", blob.name)
         return []
-    outcomes = [_arrive(ctx, export, version) for export in exports]
-    log.info("model.json arrived at %s: %s", blob.name, ", ".join(f"{o.export}={o.kind}" for o in outcomes))
-    return outcomes
+    results = [_start_arrival_run(clients, export, version) for export in exports]
+    log.info("model.json arrived at %s: %s", blob.name, ", ".join(f"{r.export}={r.kind}" for r in results))
+    return results
 
 
-def _arrive(ctx: Context, export: ExportConfig, version: ModelVersion) -> Outcome:
+def _start_arrival_run(clients: AppClients, export: ExportConfig, version: ModelVersion) -> StartResult:
     reason = export.skip_reason()
     if reason:
-        return Outcome("skipped", export.name, ctx.record_skipped(export, "arrival", reason), reason)
-    return claim_and_enqueue(ctx, export, "arrival", arrival=version, delay_seconds=ARRIVAL_DELAY_SECONDS)
+        return record_skipped_start(clients, export, "arrival", reason)
+    return claim_and_enqueue(clients, export, "arrival", arrival=version, delay_seconds=ARRIVAL_DELAY_SECONDS)
 
 
-def defer_arrival(ctx: Context, export: ExportConfig, request: RunRequest) -> None:
+def defer_arrival_run(clients: AppClients, export: ExportConfig, request: RunRequest) -> None:
     """New data arrived during another run: try again later instead of waiting for the next schedule."""
     if request.deferrals >= MAX_ARRIVAL_DEFERRALS:
         log.warning("run %s of %s gave up waiting for the running export", request.run_id, export.name)
         return
-    report = new_report(export, "arrival", "queued", request.run_id, request.full_refresh)
+    report = new_run_report(export, "arrival", "queued", request.run_id, request.full_refresh)
     report.errors.append(f"the export was running; waiting for it (try {request.deferrals + 1} of "
                          f"{MAX_ARRIVAL_DEFERRALS}), starts in {ARRIVAL_DELAY_SECONDS} s or later")
-    ctx.reports.save(report)
-    ctx.send(RunRequest(request.run_id, request.export, request.trigger, request.full_refresh,
+    clients.reports.save(report)
+    clients.send(RunRequest(request.run_id, request.export, request.trigger, request.full_refresh,
                         request.force_removal, request.deferrals + 1), ARRIVAL_DELAY_SECONDS)

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..report import RunReport
 from ..settings import EXPORT_NAME_RE, ExportConfig, ExportsConfig
 from .admission import claim_and_enqueue, enqueue_all
-from .clients import Context
+from .clients import AppClients
 from .log_setup import prepare_logging
 from .messages import RUN_ID_RE, StartOptions
 
@@ -36,7 +36,7 @@ def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | 
                              mimetype="application/json", charset="utf-8")
 
 
-def _http_errors(handler: Callable[[func.HttpRequest], func.HttpResponse]):
+def _errors_as_json(handler: Callable[[func.HttpRequest], func.HttpResponse]):
     """Every failure becomes a JSON answer with a message (config problems name the setting)."""
 
     def wrapped(req: func.HttpRequest) -> func.HttpResponse:
@@ -104,35 +104,35 @@ def _run_summary(req: func.HttpRequest, report: RunReport) -> dict[str, Any]:
             "statusUrl": status_url(req, report.export, report.run_id)}
 
 
-@_http_errors
+@_errors_as_json
 def start_run(req: func.HttpRequest) -> func.HttpResponse:
     """POST exports/{name}/runs: 202 + Location of the queued run; 409 if it may not run or one is active."""
     name = req.route_params.get("name", "")
     options = parse_start_options(req.get_body())
-    ctx = Context.from_env()
-    export = _find_export(ctx.exports(), name)
+    clients = AppClients.from_env()
+    export = _find_export(clients.exports(), name)
     reason = export.skip_reason()
     if reason:
         raise HttpProblem(409, f"export {name!r} cannot run: {reason}", export=name, reason=reason)
-    outcome = claim_and_enqueue(ctx, export, "http", options)
-    if outcome.kind == "busy":
-        active = outcome.report
-        raise HttpProblem(409, f"{outcome.reason}; nothing was queued. Follow it at activeRun.statusUrl",
+    result = claim_and_enqueue(clients, export, "http", options)
+    if result.kind == "busy":
+        active = result.report
+        raise HttpProblem(409, f"{result.reason}; nothing was queued. Follow it at activeRun.statusUrl",
                           export=name, activeRun=_run_summary(req, active))
-    body = _run_summary(req, outcome.report) | {"fullRefresh": options.full_refresh,
+    body = _run_summary(req, result.report) | {"fullRefresh": options.full_refresh,
                                                 "forceRemoval": options.force_removal}
     return _json_response(202, body, {"Location": body["statusUrl"], "Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-@_http_errors
+@_errors_as_json
 def start_all_runs(req: func.HttpRequest) -> func.HttpResponse:
     """POST exports/runs: queue every export that may run; 202 if any was queued, else 409."""
     _reject_options_for_all(req.get_body())
-    ctx = Context.from_env()
-    outcomes = enqueue_all(ctx, "http")
-    runs = [_run_summary(req, o.report) for o in outcomes if o.kind == "queued"]
-    skipped = [{"export": o.export, "reason": o.reason, "runId": o.report.run_id}
-               for o in outcomes if o.kind == "skipped"]
+    clients = AppClients.from_env()
+    results = enqueue_all(clients, "http")
+    runs = [_run_summary(req, r.report) for r in results if r.kind == "queued"]
+    skipped = [{"export": r.export, "reason": r.reason, "runId": r.report.run_id}
+               for r in results if r.kind == "skipped"]
     body = {"runs": runs, "skipped": skipped}
     if not runs:
         return _json_response(409, body | {"error": "no export was queued; see skipped for the reasons"})
@@ -146,26 +146,26 @@ def _reject_options_for_all(body: bytes) -> None:
         raise HttpProblem(400, "fullRefresh and forceRemoval apply to one export: use POST exports/{name}/runs")
 
 
-@_http_errors
+@_errors_as_json
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     """GET exports/{name}/runs/{runId}: the run's report."""
     name, run_id = req.route_params.get("name", ""), req.route_params.get("runId", "")
     report = None
     if EXPORT_NAME_RE.match(name) and RUN_ID_RE.match(run_id):
-        report = Context.from_env().reports.load(name, run_id)
+        report = AppClients.from_env().reports.load(name, run_id)
     if report is None:
         raise HttpProblem(404, f"no run {run_id!r} of export {name!r}", export=name, runId=run_id)
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if report.status in _ACTIVE else {}
     return _json_response(200, report.to_dict() | {"statusUrl": status_url(req, name, run_id)}, headers)
 
 
-@_http_errors
+@_errors_as_json
 def list_exports(req: func.HttpRequest) -> func.HttpResponse:
     """GET exports: the configured exports, whether they may run, and their last run."""
-    ctx = Context.from_env()
+    clients = AppClients.from_env()
     items = []
-    for export in ctx.exports().exports:
-        last = ctx.reports.latest(export.name, limit=1)
+    for export in clients.exports().exports:
+        last = clients.reports.latest(export.name, limit=1)
         items.append({
             "name": export.name, "enabled": export.enabled, "privacyConsent": export.privacy_consent,
             "canRun": export.skip_reason() is None, "skipReason": export.skip_reason(),

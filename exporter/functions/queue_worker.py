@@ -10,8 +10,8 @@ from ..errors import ConfigError
 from ..report import RunReport, utc_now
 from ..run import run_export
 from ..settings import RUN_QUEUE
-from .arrival import defer_arrival
-from .clients import Context
+from .arrival import defer_arrival_run
+from .clients import AppClients
 from .log_setup import prepare_logging
 from .messages import RunRequest
 
@@ -46,16 +46,16 @@ def process_run(msg: func.QueueMessage) -> RunReport | None:
     request = _read_request(msg)
     if request is None:
         return None
-    ctx = Context.from_env()
-    previous = ctx.reports.load(request.export, request.run_id)
+    clients = AppClients.from_env()
+    previous = clients.reports.load(request.export, request.run_id)
     if _already_done(previous):
         log.info("run %s of %s already %s; nothing to do", request.run_id, request.export, previous.status)
         return previous
     try:
-        export = ctx.exports().get(request.export)
+        export = clients.exports().get(request.export)
     except ConfigError as exc:
-        return _record_failed(ctx, request, previous, "config", str(exc))
-    report = run_export(export, ctx.settings, request.options())
+        return _record_failed(clients, request, previous, "config", str(exc))
+    report = run_export(export, clients.settings, request.options())
     if report.status == "failed" and report.error_kind == "transient":
         attempt = getattr(msg, "dequeue_count", None) or 1
         last = report.errors[-1] if report.errors else "no detail"
@@ -63,16 +63,16 @@ def process_run(msg: func.QueueMessage) -> RunReport | None:
             f"run {report.run_id} of export {export.name!r} failed (attempt {attempt} of {MAX_ATTEMPTS}); the "
             f"queue tries it again: {last}"))
     if report.error_kind == "locked" and request.trigger == "arrival":
-        defer_arrival(ctx, export, request)
+        defer_arrival_run(clients, export, request)
     return report
 
 
-def _record_failed(ctx: Context, request: RunRequest, previous: RunReport | None, kind: str,
+def _record_failed(clients: AppClients, request: RunRequest, previous: RunReport | None, kind: str,
                    message: str) -> RunReport:
     report = previous or RunReport(run_id=request.run_id, export=request.export, trigger=request.trigger)
     report.status, report.error_kind, report.finished_at = "failed", kind, utc_now()
     report.errors.append(message)
-    ctx.reports.save(report)
+    clients.reports.save(report)
     log.error("run %s of %s failed: %s", request.run_id, request.export, message)
     return report
 
@@ -83,8 +83,8 @@ def record_poison(msg: func.QueueMessage) -> RunReport | None:
     request = _read_request(msg)
     if request is None:
         return None
-    ctx = Context.from_env()
-    report = ctx.reports.load(request.export, request.run_id)
+    clients = AppClients.from_env()
+    report = clients.reports.load(request.export, request.run_id)
     if report is not None and report.status in ("completed", "skipped"):
         log.info("poison message for run %s of %s, which %s; left as it is", request.run_id, request.export,
                  report.status)
@@ -92,4 +92,4 @@ def record_poison(msg: func.QueueMessage) -> RunReport | None:
     last = (report.errors[-1] if report and report.errors
             else "no error was recorded (the host may have stopped the run: timeout or restart)")
     kind = (report.error_kind if report else None) or "transient"
-    return _record_failed(ctx, request, report, kind, f"gave up after {MAX_ATTEMPTS} attempts: {last}")
+    return _record_failed(clients, request, report, kind, f"gave up after {MAX_ATTEMPTS} attempts: {last}")
