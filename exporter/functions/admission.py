@@ -28,14 +28,14 @@ def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: FURB162 - Python 3.10 rejects "Z"
     except ValueError:
         return None
 
 
 def _younger_than(text: str | None, age: timedelta) -> bool:
     when = _parse_time(text)
-    return when is not None and datetime.now(timezone.utc) - when < age
+    return when is not None and datetime.now(timezone.utc) - when < age  # noqa: UP017 - datetime.UTC is 3.11+
 
 
 def _lock_held(state_container: ContainerClient, export: str) -> bool:
@@ -58,9 +58,9 @@ def active_run(clients: AppClients, export: str, marker: Marker) -> RunReport | 
         return None
     if report.status == "queued":
         return report if _younger_than(report.started_at, QUEUED_STALE_AFTER) else None
-    if report.status == "running":
-        if _lock_held(clients.state_container, export) or _younger_than(report.started_at, RUNNING_GRACE):
-            return report
+    running = report.status == "running"
+    if running and (_lock_held(clients.state_container, export) or _younger_than(report.started_at, RUNNING_GRACE)):
+        return report
     return None
 
 
@@ -84,9 +84,10 @@ def record_skipped_start(clients: AppClients, export: ExportConfig, trigger: str
 
 
 def claim_and_enqueue(clients: AppClients, export: ExportConfig, trigger: str,
-                      options: StartOptions = StartOptions(), arrival: ModelVersion | None = None,
+                      options: StartOptions | None = None, arrival: ModelVersion | None = None,
                       delay_seconds: int = 0) -> StartResult:
     """Queue a run unless one is already queued or running for this export (marker replaced atomically)."""
+    options = options or StartOptions()
     markers = RunMarkers(clients.state_container)
     for _ in range(5):
         marker = markers.read(export.name)

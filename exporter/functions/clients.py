@@ -4,13 +4,20 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from ..report import ReportStore, RunReport, new_run_id
-from ..settings import RUN_QUEUE, STATE_CONTAINER, AppSettings, ExportConfig, ExportsConfig
+from ..settings import (
+    RUN_QUEUE,
+    STATE_CONTAINER,
+    AppSettings,
+    ExportConfig,
+    ExportsConfig,
+)
 from ..storage import blob_service, queue_service
 from .messages import RunRequest
 
@@ -33,7 +40,7 @@ class AppClients:
     run_queue: QueueClient
 
     @classmethod
-    def from_env(cls) -> "AppClients":
+    def from_env(cls) -> AppClients:
         settings = AppSettings.from_env()
         service = blob_service(settings.app_storage)
         queue = queue_service(settings.app_storage).get_queue_client(
@@ -74,5 +81,10 @@ def new_run_report(export: ExportConfig, trigger: str, status: str, run_id: str 
     """A report for a run the triggers queue or skip (the run itself later saves its own)."""
     report = RunReport(run_id=run_id or new_run_id(), export=export.name, trigger=trigger, status=status,
                        full_refresh=full_refresh)
-    report.destination = {"hostname": export.destination.hostname, "listId": export.destination.list_id}
+    report.destination = destination_dict(export)
     return report
+
+
+def destination_dict(export: ExportConfig) -> dict[str, Any]:
+    """Where an export sends contacts, as run reports and the exports list show it."""
+    return {"hostname": export.destination.hostname, "listId": export.destination.list_id}

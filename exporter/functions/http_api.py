@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 from urllib.parse import urlsplit
 
 import azure.functions as func
@@ -13,18 +15,19 @@ from ..errors import ConfigError
 from ..report import RunReport
 from ..settings import EXPORT_NAME_RE, ExportConfig, ExportsConfig
 from .admission import claim_and_enqueue, enqueue_all
-from .clients import AppClients
+from .clients import AppClients, destination_dict
 from .log_setup import prepare_logging
-from .messages import RUN_ID_RE, StartOptions
+from .messages import RUN_ID_RE, InvalidStartOptions, StartOptions
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 30
-_ACTIVE = ("queued", "running")
-_OPTION_KEYS = {"fullRefresh": "full_refresh", "forceRemoval": "force_removal"}
+_ACTIVE_STATUSES = ("queued", "running")
 
 
 class HttpProblem(Exception):
+    """An answer other than success: its status, its message (``error``) and more fields for the JSON body."""
+
     def __init__(self, status: int, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
@@ -36,9 +39,13 @@ def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | 
                              mimetype="application/json", charset="utf-8")
 
 
-def _errors_as_json(handler: Callable[[func.HttpRequest], func.HttpResponse]):
+HttpHandler = Callable[[func.HttpRequest], func.HttpResponse]
+
+
+def _errors_as_json(handler: HttpHandler) -> HttpHandler:
     """Every failure becomes a JSON answer with a message (config problems name the setting)."""
 
+    @wraps(handler)
     def wrapped(req: func.HttpRequest) -> func.HttpResponse:
         prepare_logging()
         try:
@@ -53,30 +60,14 @@ def _errors_as_json(handler: Callable[[func.HttpRequest], func.HttpResponse]):
             return _json_response(503, {"error": f"storage is unavailable, try again: {type(exc).__name__}"},
                                   {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
-    wrapped.__name__ = handler.__name__
-    wrapped.__doc__ = handler.__doc__
     return wrapped
 
 
-def parse_start_options(body: bytes) -> StartOptions:
-    """The optional JSON body of a start request: ``{"fullRefresh": bool, "forceRemoval": bool}``."""
-    if not body or not body.strip():
-        return StartOptions()
-    example = 'send {"fullRefresh": true} or {"forceRemoval": true}, or no body'
+def _start_options(req: func.HttpRequest) -> StartOptions:
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise HttpProblem(400, f"the request body is not JSON; {example}") from None
-    if not isinstance(data, dict):
-        raise HttpProblem(400, f"the request body must be a JSON object; {example}")
-    unknown = sorted(set(data) - set(_OPTION_KEYS))
-    if unknown:
-        raise HttpProblem(400, f"unknown option(s) {', '.join(map(repr, unknown))}; allowed: "
-                          f"{', '.join(_OPTION_KEYS)}")
-    for key, value in data.items():
-        if not isinstance(value, bool):
-            raise HttpProblem(400, f"{key!r} must be true or false, not {json.dumps(value)}")
-    return StartOptions(**{_OPTION_KEYS[key]: value for key, value in data.items()})
+        return StartOptions.from_request_body(req.get_body())
+    except InvalidStartOptions as exc:
+        raise HttpProblem(400, str(exc)) from None
 
 
 def _api_base(req: func.HttpRequest) -> str:
@@ -92,11 +83,12 @@ def status_url(req: func.HttpRequest, export: str, run_id: str) -> str:
 
 
 def _find_export(config: ExportsConfig, name: str) -> ExportConfig:
-    for export in config.exports:
-        if export.name == name:
-            return export
-    known = [e.name for e in config.exports]
-    raise HttpProblem(404, f"no export named {name!r}; configured exports: {', '.join(known)}", exports=known)
+    try:
+        return config.get(name)
+    except ConfigError:
+        known = [e.name for e in config.exports]
+        raise HttpProblem(404, f"no export named {name!r}; configured exports: {', '.join(known)}",
+                          exports=known) from None
 
 
 def _run_summary(req: func.HttpRequest, report: RunReport) -> dict[str, Any]:
@@ -108,7 +100,7 @@ def _run_summary(req: func.HttpRequest, report: RunReport) -> dict[str, Any]:
 def start_run(req: func.HttpRequest) -> func.HttpResponse:
     """POST exports/{name}/runs: 202 + Location of the queued run; 409 if it may not run or one is active."""
     name = req.route_params.get("name", "")
-    options = parse_start_options(req.get_body())
+    options = _start_options(req)
     clients = AppClients.from_env()
     export = _find_export(clients.exports(), name)
     reason = export.skip_reason()
@@ -119,15 +111,14 @@ def start_run(req: func.HttpRequest) -> func.HttpResponse:
         active = result.report
         raise HttpProblem(409, f"{result.reason}; nothing was queued. Follow it at activeRun.statusUrl",
                           export=name, activeRun=_run_summary(req, active))
-    body = _run_summary(req, result.report) | {"fullRefresh": options.full_refresh,
-                                                "forceRemoval": options.force_removal}
+    body = _run_summary(req, result.report) | options.to_dict()
     return _json_response(202, body, {"Location": body["statusUrl"], "Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 @_errors_as_json
 def start_all_runs(req: func.HttpRequest) -> func.HttpResponse:
     """POST exports/runs: queue every export that may run; 202 if any was queued, else 409."""
-    _reject_options_for_all(req.get_body())
+    _reject_options_for_all(req)
     clients = AppClients.from_env()
     results = enqueue_all(clients, "http")
     runs = [_run_summary(req, r.report) for r in results if r.kind == "queued"]
@@ -140,9 +131,8 @@ def start_all_runs(req: func.HttpRequest) -> func.HttpResponse:
                                       "Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-def _reject_options_for_all(body: bytes) -> None:
-    options = parse_start_options(body)
-    if options != StartOptions():
+def _reject_options_for_all(req: func.HttpRequest) -> None:
+    if _start_options(req) != StartOptions():
         raise HttpProblem(400, "fullRefresh and forceRemoval apply to one export: use POST exports/{name}/runs")
 
 
@@ -155,7 +145,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
         report = AppClients.from_env().reports.load(name, run_id)
     if report is None:
         raise HttpProblem(404, f"no run {run_id!r} of export {name!r}", export=name, runId=run_id)
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if report.status in _ACTIVE else {}
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if report.status in _ACTIVE_STATUSES else {}
     return _json_response(200, report.to_dict() | {"statusUrl": status_url(req, name, run_id)}, headers)
 
 
@@ -170,7 +160,7 @@ def list_exports(req: func.HttpRequest) -> func.HttpResponse:
             "name": export.name, "enabled": export.enabled, "privacyConsent": export.privacy_consent,
             "canRun": export.skip_reason() is None, "skipReason": export.skip_reason(),
             "source": {"container": export.source.container, "path": export.source.path},
-            "destination": {"hostname": export.destination.hostname, "listId": export.destination.list_id},
+            "destination": destination_dict(export),
             "lastRun": _last_run(req, last[0]) if last else None,
         })
     return _json_response(200, {"exports": items})
