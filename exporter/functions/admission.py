@@ -25,6 +25,7 @@ MARKER_GRACE = timedelta(minutes=2)  # the marker is written just before the que
 
 
 def _parse_time(text: str | None) -> datetime | None:
+    """A report's or marker's timestamp (``utc_now()``'s format); None if missing or unreadable."""
     if not text:
         return None
     try:
@@ -39,6 +40,7 @@ def _younger_than(text: str | None, age: timedelta) -> bool:
 
 
 def _lock_held(state_container: ContainerClient, export: str) -> bool:
+    """Whether a run holds the export's lock (a lease on its lock blob)."""
     try:
         properties = state_container.get_blob_client(lock_blob_name(export)).get_blob_properties()
     except ResourceNotFoundError:

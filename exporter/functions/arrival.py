@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import azure.functions as func
 from azure.core.exceptions import ResourceNotFoundError
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 # much later, and every arrival meanwhile joins it (it reads the newest model.json when it starts).
 ARRIVAL_DELAY_SECONDS = 300
 # An arrival run that finds its export running waits for it: it is queued again this many times, each
-# ARRIVAL_DELAY_SECONDS later (12 x 5 min covers a 40-minute run).
+# ARRIVAL_DELAY_SECONDS later: an hour in all, longer than a 1M-contact run (about 40 minutes).
 MAX_ARRIVAL_DEFERRALS = 12
 
 
@@ -34,11 +35,13 @@ def split_model_blob(name: str) -> tuple[str, str] | None:
 
 
 def _source_folder(export: ExportConfig) -> str:
+    """The folder the export reads model.json from (source.path may name model.json itself)."""
     path = export.source.path
     return path[: -len(MODEL_FILE)].rstrip("/") if path == MODEL_FILE or path.endswith("/" + MODEL_FILE) else path
 
 
 def _current_model_version(clients: AppClients, container: str, blob: str) -> ModelVersion | None:
+    """The model.json as it is now; None if it is gone."""
     try:
         properties = (blob_service(clients.settings.export_storage).get_blob_client(container, blob)
                       .get_blob_properties())
@@ -89,5 +92,4 @@ def defer_arrival_run(clients: AppClients, export: ExportConfig, request: RunReq
     report.errors.append(f"the export was running; waiting for it (try {request.deferrals + 1} of "
                          f"{MAX_ARRIVAL_DEFERRALS}), starts in {ARRIVAL_DELAY_SECONDS} s or later")
     clients.reports.save(report)
-    clients.send(RunRequest(request.run_id, request.export, request.trigger, request.full_refresh,
-                        request.force_removal, request.deferrals + 1), ARRIVAL_DELAY_SECONDS)
+    clients.send(replace(request, deferrals=request.deferrals + 1), ARRIVAL_DELAY_SECONDS)

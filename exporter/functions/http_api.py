@@ -79,6 +79,7 @@ def _api_base(req: func.HttpRequest) -> str:
 
 
 def status_url(req: func.HttpRequest, export: str, run_id: str) -> str:
+    """Where the caller can follow a run: GET exports/{name}/runs/{runId}."""
     return f"{_api_base(req)}/exports/{export}/runs/{run_id}"
 
 
@@ -132,6 +133,7 @@ def start_all_runs(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _reject_options_for_all(req: func.HttpRequest) -> None:
+    """Options apply to one export's run: POST exports/runs takes none."""
     if _start_options(req) != StartOptions():
         raise HttpProblem(400, "fullRefresh and forceRemoval apply to one export: use POST exports/{name}/runs")
 

@@ -31,11 +31,13 @@ class RetryableRunFailure(Exception):
 
 
 def _run_options(request: RunRequest) -> RunOptions:
+    """How the queue worker runs a requested run: it does not wait for another run's lock."""
     return RunOptions(trigger=request.trigger, run_id=request.run_id, full_refresh=request.full_refresh,
                       force_removal=request.force_removal, lock_wait_seconds=QUEUE_LOCK_WAIT_SECONDS)
 
 
 def _read_request(msg: func.QueueMessage) -> RunRequest | None:
+    """The run a message names; None (logged, and the message dropped) if it is not a run message."""
     try:
         return RunRequest.from_json(msg.get_body().decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -93,6 +95,7 @@ def process_run(msg: func.QueueMessage) -> RunReport | None:
 
 def _record_failed(clients: AppClients, request: RunRequest, previous: RunReport | None, kind: str,
                    message: str) -> RunReport:
+    """Save the run's report as failed, with ``message`` as its last error."""
     report = previous or RunReport(run_id=request.run_id, export=request.export, trigger=request.trigger)
     report.status, report.error_kind, report.finished_at = "failed", kind, utc_now()
     report.errors.append(message)

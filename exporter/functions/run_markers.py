@@ -11,7 +11,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import ContainerClient
+from azure.storage.blob import BlobClient, ContainerClient
 
 from ..report import utc_now
 
@@ -30,6 +30,8 @@ class ModelVersion:
 
 @dataclass
 class Marker:
+    """A marker as read: its JSON (empty if there is none) and the ETag to replace it with (None: create it)."""
+
     data: dict[str, Any]
     etag: str | None
 
@@ -40,7 +42,7 @@ class RunMarkers:
     def __init__(self, container: ContainerClient) -> None:
         self._container = container
 
-    def _blob(self, export: str):
+    def _blob(self, export: str) -> BlobClient:
         return self._container.get_blob_client(f"{export}/run-marker.json")
 
     def read(self, export: str) -> Marker:
