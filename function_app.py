@@ -1,11 +1,11 @@
-"""Azure Functions app (Python v2 programming model): the triggers, each handing over to exporter.service.
+"""Azure Functions app (Python v2 programming model): the triggers, each handing over to exporter.functions.
 
 Nothing here reads settings or storage at import: a bad setting fails one request or run with a message
 naming it, and never stops the host from finding these functions.
 """
 import azure.functions as func
 
-from exporter import service
+from exporter.functions import arrival, http_api, queue_worker, schedule
 from exporter.settings import RUN_QUEUE
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -13,40 +13,40 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 @app.route(route="exports", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_exports(req: func.HttpRequest) -> func.HttpResponse:
-    return service.list_exports(req)
+    return http_api.list_exports(req)
 
 
 @app.route(route="exports/runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def start_all_export_runs(req: func.HttpRequest) -> func.HttpResponse:
-    return service.start_all_runs(req)
+    return http_api.start_all_runs(req)
 
 
 @app.route(route="exports/{name}/runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def start_export_run(req: func.HttpRequest) -> func.HttpResponse:
-    return service.start_run(req)
+    return http_api.start_run(req)
 
 
 @app.route(route="exports/{name}/runs/{runId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_export_run(req: func.HttpRequest) -> func.HttpResponse:
-    return service.get_run(req)
+    return http_api.get_run(req)
 
 
 @app.timer_trigger(arg_name="timer", schedule="%EXPORT_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def scheduled_exports(timer: func.TimerRequest) -> None:
-    service.run_schedule(timer)
+    schedule.run_schedule(timer)
 
 
 @app.queue_trigger(arg_name="msg", queue_name=RUN_QUEUE, connection="AzureWebJobsStorage")
 def run_queued_export(msg: func.QueueMessage) -> None:
-    service.process_run(msg)
+    queue_worker.process_run(msg)
 
 
-@app.queue_trigger(arg_name="msg", queue_name=service.POISON_QUEUE, connection="AzureWebJobsStorage")
+@app.queue_trigger(arg_name="msg", queue_name=queue_worker.POISON_QUEUE, connection="AzureWebJobsStorage")
 def record_failed_export_run(msg: func.QueueMessage) -> None:
-    service.record_poison(msg)
+    queue_worker.record_poison(msg)
 
 
 @app.blob_trigger(arg_name="blob", path="%CI_EXPORT_CONTAINER%/{name}", connection="CI_EXPORT_STORAGE",
                   source=func.BlobSource.EVENT_GRID)
 def export_on_arrival(blob: func.InputStream) -> None:
-    service.handle_arrival(blob)
+    arrival.handle_arrival(blob)

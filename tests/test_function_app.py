@@ -14,16 +14,24 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.blob import InputStream
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobServiceClient
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue import (
+    QueueClient,
+    TextBase64DecodePolicy,
+    TextBase64EncodePolicy,
+)
 
 from devtools.azurite import free_port
 from devtools.sample_export import write_sample_export
-from exporter import service
 from exporter.errors import ConfigError
+from exporter.functions.admission import enqueue_run
+from exporter.functions.clients import AppClients
+from exporter.functions.messages import RunRequest, StartOptions
+from exporter.functions.queue_worker import MAX_ATTEMPTS, RetryableRunFailure
 from exporter.report import ReportStore, RunReport, new_run_id
 from exporter.settings import LOCAL_APP_SETTINGS, RUN_QUEUE
 from exporter.state import StateStore
@@ -97,7 +105,7 @@ def test_importing_the_app_reads_no_settings_and_touches_no_storage(tmp_path):
     env |= {"EXPORTS_CONFIG": str(tmp_path / "missing.json"), "AzureWebJobsStorage": "not a connection string"}
     code = "import function_app; print(len(function_app.app.get_functions()))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=60)
+                            timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "8"
 
@@ -110,7 +118,7 @@ def test_host_json_suits_long_queued_runs():
     assert hours * 60 + minutes >= 90  # a 1M-contact run takes ~40 minutes at ActiveCampaign's limit
     queues = host["extensions"]["queues"]
     assert queues["batchSize"] == 1 and queues["newBatchThreshold"] == 0
-    assert queues["maxDequeueCount"] == service.MAX_ATTEMPTS
+    assert queues["maxDequeueCount"] == MAX_ATTEMPTS
     assert queues["messageEncoding"] == "base64"
     assert host["logging"]["logLevel"]["default"] in ("Warning", "Error")
 
@@ -185,7 +193,7 @@ def run_queue(azurite, app_env) -> QueueClient:
 def queue_exists(queue: QueueClient) -> bool:
     try:
         queue.get_queue_properties()
-    except Exception:
+    except ResourceNotFoundError:
         return False
     return True
 
@@ -204,7 +212,7 @@ def take_messages(queue: QueueClient) -> list[QueueMessage]:
     messages = []
     for message in queue.receive_messages(messages_per_page=32, visibility_timeout=30):
         messages.append(QueueMessage(id=message.id, body=message.content, dequeue_count=message.dequeue_count,
-                                          pop_receipt=message.pop_receipt))
+                                     pop_receipt=message.pop_receipt))
         queue.delete_message(message)
     return messages
 
@@ -441,14 +449,14 @@ def test_an_arrival_run_that_meets_a_running_export_waits_for_it(monkeypatch, em
     name = unique_name
     sample = small_export(container, rows=20)
     configure(monkeypatch, export_dict(name, emulator.hostname, container.container_name, sample.path))
-    ctx = service.Context.from_env()
-    export = ctx.exports().get(name)
-    queued = service.enqueue_run(ctx, export, "arrival", service.StartOptions(), run_id=new_run_id())
+    app_clients = AppClients.from_env()
+    export = app_clients.exports().get(name)
+    queued = enqueue_run(app_clients, export, "arrival", StartOptions(), run_id=new_run_id())
     take_messages(run_queue)
-    timer_run = service.enqueue_run(ctx, export, "timer", service.StartOptions(), run_id=new_run_id())
+    timer_run = enqueue_run(app_clients, export, "timer", StartOptions(), run_id=new_run_id())
     timer_message = take_messages(run_queue)
-    arrival_message = QueueMessage(id="1", body=service.RunRequest(queued.run_id, name, "arrival").to_json(),
-                                        dequeue_count=1)
+    arrival_message = QueueMessage(id="1", body=RunRequest(queued.run_id, name, "arrival").to_json(),
+                                   dequeue_count=1)
 
     with StateStore(storage).lock(name, "a-running-run"):
         report = handler("run_queued_export")(arrival_message)
@@ -466,8 +474,8 @@ def test_an_arrival_run_that_meets_a_running_export_waits_for_it(monkeypatch, em
 
 
 def queue_message(run_id: str, export: str, trigger: str = "http", dequeue_count: int = 1) -> QueueMessage:
-    return QueueMessage(id=run_id, body=service.RunRequest(run_id, export, trigger).to_json(),
-                             dequeue_count=dequeue_count)
+    return QueueMessage(id=run_id, body=RunRequest(run_id, export, trigger).to_json(),
+                        dequeue_count=dequeue_count)
 
 
 def test_two_queue_runs_of_one_export_at_once_make_one_run(monkeypatch, slow_import_emulator, container, run_queue,
@@ -510,7 +518,7 @@ def test_transient_failure_is_retried_and_the_poison_handler_records_giving_up(
                                        destination=destination))
     run_id = new_run_id()
 
-    with pytest.raises(service.RetryableRunFailure, match=r"attempt 2 of 3"):
+    with pytest.raises(RetryableRunFailure, match=r"attempt 2 of 3"):
         handler("run_queued_export")(queue_message(run_id, unique_name, dequeue_count=2))
     failed = reports.load(unique_name, run_id)
     assert (failed.status, failed.error_kind) == ("failed", "transient")
