@@ -9,11 +9,24 @@ import numpy as np
 import orjson
 import pytest
 
-from exporter import state as state_module
 from exporter.list_status import ListStatus
-from exporter.state import (EmailStore, Entries, KeySet, Strings, SyncState, _header, _pack,
-                            decode_entries, decode_state, encode_confirmed, encode_entries, encode_state,
-                            encode_submitted, read_state, replay_journal)
+from exporter.state import (
+    EmailStore,
+    Entries,
+    KeySet,
+    Strings,
+    SyncState,
+    decode_entries,
+    decode_state,
+    encode_confirmed,
+    encode_entries,
+    encode_state,
+    encode_submitted,
+    read_state,
+    replay_journal,
+    state_file,
+)
+from exporter.state.state_file import _header, _pack
 
 
 def entries(keys, fp_base=100, flag=ListStatus.SUBSCRIBED) -> Entries:
@@ -131,7 +144,7 @@ class Trickle(io.RawIOBase):
 
 
 def test_a_state_is_read_as_it_arrives_in_small_pieces(monkeypatch):
-    monkeypatch.setattr(state_module, "_READ_PIECE", 5)
+    monkeypatch.setattr(state_file, "_READ_PIECE", 5)
     monkeypatch.setattr(SyncState, "COMPACT_EVERY", 3)
     state = SyncState(entries(range(0, 40, 3)))
     for key in (1, 2, 3, 4, 7, 100):
