@@ -27,7 +27,7 @@ from .secrets import get_api_key
 from .settings import AppSettings, ExportConfig
 from .sink import Batch, Batcher, BulkSink, PollTiming
 from .source import ExportSource, iter_rows, open_source
-from .state import LEASE_SECONDS, Entries, KeySet, SyncState, StateStore, encode_confirmed, encode_submitted
+from .state import LEASE_SECONDS, StateRows, SeenKeys, SyncState, StateStore, encode_confirmed, encode_submitted
 from .storage import blob_service
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ class ExportRun:
 
     # --- sending changes -----------------------------------------------------------------------------------
 
-    def _send_changes(self, container, source: ExportSource, mapper: Mapper, sink: BulkSink) -> KeySet:
+    def _send_changes(self, container, source: ExportSource, mapper: Mapper, sink: BulkSink) -> SeenKeys:
         """Stream rows, send new and changed contacts; returns the keys of every valid contact seen."""
         batcher = Batcher()
 
@@ -253,10 +253,10 @@ class ExportRun:
             self._send(sink, last)
         return seen
 
-    def _diff(self, container, source: ExportSource, mapper: Mapper, send: Callable[[Contact], None]) -> KeySet:
+    def _diff(self, container, source: ExportSource, mapper: Mapper, send: Callable[[Contact], None]) -> SeenKeys:
         """Hand new and changed contacts to ``send``, in chunks; returns the keys of every valid contact seen."""
         chunk: list[Contact] = []
-        seen = KeySet()
+        seen = SeenKeys()
         for contact in self._contacts(container, source, mapper):
             chunk.append(contact)
             if len(chunk) >= DIFF_CHUNK:
@@ -286,7 +286,7 @@ class ExportRun:
                 self._emit_progress("sending")
         self.counts["rowsRead"] = rows_read
 
-    def _diff_chunk(self, chunk: list[Contact], seen: KeySet, send: Callable[[Contact], None]) -> None:
+    def _diff_chunk(self, chunk: list[Contact], seen: SeenKeys, send: Callable[[Contact], None]) -> None:
         """Compare a chunk with the sync state on whole arrays; only contacts to send get a Python step each."""
         size = len(chunk)
         keys = np.fromiter((c.key for c in chunk), np.uint64, size)
@@ -439,7 +439,7 @@ class Accepted:
     """A batch AC has accepted, as confirming it needs it. Up to ``max_unconfirmed`` of them wait for AC to
     process them: as Contact objects that is ~350 bytes a contact, as this ~60."""
 
-    entries: Entries
+    entries: StateRows
     customer_ids: bytes  # a JSON list in the batch's order, read only when AC reports failures
     returners: list[str]  # emails to re-subscribe once confirmed
 
@@ -453,9 +453,9 @@ class Accepted:
         return zip(orjson.loads(self.customer_ids), self.entries.emails.tolist())
 
 
-def _entries(contacts: list[Contact]) -> Entries:
+def _entries(contacts: list[Contact]) -> StateRows:
     """The contacts as state entries; a removal's fingerprint is 0 (nothing of it is on the list)."""
-    entries = Entries.of((c.key for c in contacts), (c.fingerprint for c in contacts), (c.list_status for c in contacts),
-                         [c.email for c in contacts])
+    entries = StateRows.of((c.key for c in contacts), (c.fingerprint for c in contacts), (c.list_status for c in contacts),
+                           [c.email for c in contacts])
     entries.fingerprints[entries.flags != ListStatus.SUBSCRIBED] = 0
     return entries

@@ -9,31 +9,31 @@
   batches confirmed. A run that dies leaves it behind; the next run replays it, asks ActiveCampaign about
   batches that were in flight, folds everything confirmed into the state and only then starts sending.
 """
-from .emails import EmailStore, Strings
+from .emails import EmailStore, PackedEmails
 from .journal import Journal, JournalReplay, encode_confirmed, encode_submitted, replay_journal
 from .lock import LEASE_SECONDS, ExportLock, lock_blob_name
-from .rows import Entries
-from .seen_keys import KeySet
-from .state_file import decode_entries, decode_state, encode_entries, encode_state, encode_state_pieces, read_state
+from .rows import StateRows
+from .seen_keys import SeenKeys
+from .state_file import decode_rows, decode_state, encode_rows, encode_state, encode_state_pieces, read_state
 from .store import LoadedState, StateStore
 from .table import SyncState
 
 __all__ = [
     "LEASE_SECONDS",
     "EmailStore",
-    "Entries",
     "ExportLock",
     "Journal",
     "JournalReplay",
-    "KeySet",
     "LoadedState",
+    "PackedEmails",
+    "SeenKeys",
+    "StateRows",
     "StateStore",
-    "Strings",
     "SyncState",
-    "decode_entries",
+    "decode_rows",
     "decode_state",
     "encode_confirmed",
-    "encode_entries",
+    "encode_rows",
     "encode_state",
     "encode_state_pieces",
     "encode_submitted",

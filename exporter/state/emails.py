@@ -1,4 +1,4 @@
-"""Emails kept compactly: many in one buffer (Strings), and compressed in chunks (EmailStore)."""
+"""Emails kept compactly: many in one buffer (PackedEmails), and compressed in chunks (EmailStore)."""
 from __future__ import annotations
 
 import zlib
@@ -7,7 +7,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 
-class Strings:
+class PackedEmails:
     """Many short strings (emails) in one UTF-8 buffer, each ended by a newline.
 
     A million emails take one ~26 MB buffer, where a list of bytes objects takes ~70 MB and pins the
@@ -22,7 +22,7 @@ class Strings:
         self._count: int | None = None
 
     @classmethod
-    def of(cls, items: Iterable[str]) -> "Strings":
+    def of(cls, items: Iterable[str]) -> "PackedEmails":
         text = "\n".join(items)
         return cls((text + "\n").encode() if text else b"")
 
@@ -34,7 +34,7 @@ class Strings:
     def tolist(self) -> list[str]:
         return self.data.decode().split("\n")[:-1] if self.data else []
 
-    def take(self, indexes: np.ndarray) -> "Strings":
+    def take(self, indexes: np.ndarray) -> "PackedEmails":
         """The strings at ``indexes``, in that order (vectorised, in bounded chunks)."""
         indexes = np.asarray(indexes, np.int64)
         source = np.frombuffer(self.data, np.uint8)
@@ -46,10 +46,10 @@ class Strings:
             out_starts = np.cumsum(lengths) - lengths
             positions = np.repeat(starts - out_starts, lengths) + np.arange(int(lengths.sum()))
             pieces.append(source[positions].tobytes())
-        return Strings(b"".join(pieces))
+        return PackedEmails(b"".join(pieces))
 
     @classmethod
-    def concat(cls, parts: list["Strings"]) -> "Strings":
+    def concat(cls, parts: list["PackedEmails"]) -> "PackedEmails":
         return cls(b"".join(p.data for p in parts))
 
 
@@ -64,14 +64,14 @@ class EmailStore:
     CHUNK = 65536
     LEVEL = 1  # zlib's fastest: ~20 ms a chunk, most of the gain of higher levels
 
-    def __init__(self, emails: Strings | None = None) -> None:
+    def __init__(self, emails: PackedEmails | None = None) -> None:
         self.chunks: list[bytes] = []
         self.counts: list[int] = []
         self.count = 0
         if emails is not None:
             self.append(emails)
 
-    def append(self, emails: Strings) -> int:
+    def append(self, emails: PackedEmails) -> int:
         """Add ``emails``; returns the position of the first."""
         first = self.count
         for piece in _pieces(emails, self.CHUNK):
@@ -96,13 +96,13 @@ class EmailStore:
         which = np.searchsorted(starts, refs, side="right") - 1
         for chunk_no in np.unique(which).tolist():
             picked = np.flatnonzero(which == chunk_no)
-            chunk = Strings(zlib.decompress(self.chunks[chunk_no]))
+            chunk = PackedEmails(zlib.decompress(self.chunks[chunk_no]))
             for i, email in zip(picked.tolist(), chunk.take(refs[picked] - starts[chunk_no]).tolist()):
                 out[i] = email
         return out
 
 
-def _pieces(emails: Strings, size: int) -> Iterator[Strings]:
+def _pieces(emails: PackedEmails, size: int) -> Iterator[PackedEmails]:
     """``emails`` in runs of at most ``size`` (cut at newlines, no copies of the rest)."""
     if len(emails) <= size:
         yield emails
@@ -111,4 +111,4 @@ def _pieces(emails: Strings, size: int) -> Iterator[Strings]:
     view = memoryview(emails.data)
     for lo, hi in zip([0, *ends.tolist()], [*ends.tolist(), len(emails.data)]):
         if hi > lo:
-            yield Strings(bytes(view[lo:hi]))
+            yield PackedEmails(bytes(view[lo:hi]))

@@ -11,16 +11,16 @@ import orjson
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import ContainerClient
 
-from .rows import Entries
-from .state_file import decode_entries, encode_entries
+from .rows import StateRows
+from .state_file import decode_rows, encode_rows
 
 log = logging.getLogger(__name__)
 
 _SUBMITTED, _CONFIRMED = b"S", b"C"
 
 
-def encode_submitted(batch_id: str, entries: Entries) -> bytes:
-    body = orjson.dumps(batch_id) + b"\x00" + encode_entries(entries)
+def encode_submitted(batch_id: str, rows: StateRows) -> bytes:
+    body = orjson.dumps(batch_id) + b"\x00" + encode_rows(rows)
     return _SUBMITTED + struct.pack("<I", len(body)) + body
 
 
@@ -31,24 +31,24 @@ def encode_confirmed(batch_id: str, failed: set[str]) -> bytes:
 
 @dataclass
 class JournalReplay:
-    confirmed: list[Entries] = field(default_factory=list)
-    in_flight: dict[str, Entries] = field(default_factory=dict)
+    confirmed: list[StateRows] = field(default_factory=list)
+    in_flight: dict[str, StateRows] = field(default_factory=dict)
     unreadable_tail: bool = False
 
 
 def replay_journal(data: bytes) -> JournalReplay:
     """Batches confirmed and batches still in flight when the previous run stopped."""
-    submitted: dict[str, Entries] = {}
+    submitted: dict[str, StateRows] = {}
     replay = JournalReplay()
     for kind, body in _records(data, replay):
         if kind == _SUBMITTED:
-            batch_id_json, _, entries = body.partition(b"\x00")
-            submitted[orjson.loads(batch_id_json)] = decode_entries(entries)
+            batch_id_json, _, encoded_rows = body.partition(b"\x00")
+            submitted[orjson.loads(batch_id_json)] = decode_rows(encoded_rows)
         elif kind == _CONFIRMED:
             record = orjson.loads(body)
-            entries = submitted.pop(record["batchId"], None)
-            if entries is not None:
-                replay.confirmed.append(entries.without_emails(set(record["failed"])))
+            rows = submitted.pop(record["batchId"], None)
+            if rows is not None:
+                replay.confirmed.append(rows.without_emails(set(record["failed"])))
     replay.in_flight = submitted
     return replay
 

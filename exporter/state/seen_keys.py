@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 
-class KeySet:
+class SeenKeys:
     """A growing set of 64-bit keys kept as a few sorted arrays (8 bytes a key, where a Python set takes ~70).
 
     Arrays of similar size are merged, so there are only ~log2(n / chunk) of them to search, up to

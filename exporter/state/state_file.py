@@ -9,8 +9,8 @@ from typing import BinaryIO, Iterator
 import numpy as np
 import orjson
 
-from .emails import EmailStore, Strings
-from .rows import Entries
+from .emails import EmailStore, PackedEmails
+from .rows import StateRows
 from .table import SyncState
 
 _MAGIC = b"CIACST01"
@@ -21,21 +21,21 @@ _FILE_TYPES = ("<u8", "<u8", "u1", "<u4")  # the same columns in the state file
 _VERSION = 4
 
 
-def encode_entries(entries: Entries) -> bytes:
-    """A batch's entries with aligned emails (journal records)."""
-    return _pack({"count": len(entries), "version": 1},
-                 [[entries.keys.astype("<u8")], [entries.fingerprints.astype("<u8")], [entries.flags.astype(np.uint8)],
-                  [memoryview(entries.emails.data)[:-1]]], (_STORED, _STORED, _FAST, _FAST))
+def encode_rows(rows: StateRows) -> bytes:
+    """A batch's rows with aligned emails (journal records)."""
+    return _pack({"count": len(rows), "version": 1},
+                 [[rows.keys.astype("<u8")], [rows.fingerprints.astype("<u8")], [rows.flags.astype(np.uint8)],
+                  [memoryview(rows.emails.data)[:-1]]], (_STORED, _STORED, _FAST, _FAST))
 
 
-def decode_entries(data: bytes) -> Entries:
+def decode_rows(data: bytes) -> StateRows:
     header, sections = _unpack(data, 4)
     count = header["count"]
     keys, fps, flags = _columns(sections[:3])
-    emails = Strings(sections[3] + b"\n" if count else b"")
+    emails = PackedEmails(sections[3] + b"\n" if count else b"")
     if not (len(keys) == len(fps) == len(flags) == len(emails) == count):
         raise ValueError("sections disagree in length")
-    return Entries(keys, fps, flags, emails)
+    return StateRows(keys, fps, flags, emails)
 
 
 def encode_state(state: SyncState) -> bytes:
@@ -77,10 +77,10 @@ def read_state(stream: BinaryIO) -> SyncState:
 def _decode_whole(data: bytes, header: dict) -> SyncState:
     """Version 1 and 2 files, read whole."""
     if header.get("version", 1) == 1:
-        return SyncState(decode_entries(data))
+        return SyncState(decode_rows(data))
     sections = _sections(data, 5)
     keys, fps, flags, refs = (np.frombuffer(next(sections), t).astype(t) for t in _FILE_TYPES)
-    return _checked_state(header, keys, fps, flags, refs, EmailStore(Strings(next(sections))))
+    return _checked_state(header, keys, fps, flags, refs, EmailStore(PackedEmails(next(sections))))
 
 
 def _checked_state(header: dict, keys: np.ndarray, fps: np.ndarray, flags: np.ndarray, refs: np.ndarray,

@@ -6,8 +6,8 @@ import threading
 import numpy as np
 
 from ..list_status import ListStatus
-from .emails import EmailStore, Strings
-from .rows import Entries
+from .emails import EmailStore, PackedEmails
+from .rows import StateRows
 
 Block = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # keys, fingerprints, flags, email refs; by key
 _BLOCK_TYPES = (np.uint64, np.uint64, np.uint8, np.uint32)
@@ -27,20 +27,20 @@ class SyncState:
     COMPACT_EVERY = 65536
     BLOCK = 65536
 
-    def __init__(self, base: Entries | None = None) -> None:
-        base = base or Entries()
+    def __init__(self, base: StateRows | None = None) -> None:
+        base = base or StateRows()
         order = np.argsort(base.keys, kind="stable")
         self._emails = EmailStore(base.emails)
         self._set_blocks(_split(*_writable(base.keys[order], base.fingerprints[order], base.flags[order],
                                            order.astype(np.uint32)), self.BLOCK))
-        self._recent: list[Entries] = []
+        self._recent: list[StateRows] = []
         self._recent_count = 0
         self._lock = threading.Lock()  # the confirmations not folded in yet
         self._folding = threading.Lock()  # one fold at a time
 
     @classmethod
     def from_columns(cls, keys: np.ndarray, fingerprints: np.ndarray, flags: np.ndarray, refs: np.ndarray,
-                     emails: "Strings | EmailStore") -> "SyncState":
+                     emails: "PackedEmails | EmailStore") -> "SyncState":
         """A state from key-sorted columns (copied where they are read-only: folds write fingerprints in place)."""
         state = cls()
         state._emails = emails if isinstance(emails, EmailStore) else EmailStore(emails)
@@ -95,13 +95,13 @@ class SyncState:
             fps[picked[found]], flags[picked[found]] = known_fps[pos[found]], known_flags[pos[found]]
         return fps, flags
 
-    def record(self, entries: Entries) -> None:
+    def record(self, rows: StateRows) -> None:
         """Contacts ActiveCampaign has confirmed; a later confirmation of a key replaces an earlier one."""
-        if not len(entries):
+        if not len(rows):
             return
         with self._lock:
-            self._recent.append(entries)
-            self._recent_count += len(entries)
+            self._recent.append(rows)
+            self._recent_count += len(rows)
             if self._recent_count < self.COMPACT_EVERY:
                 return
             taken = self._start_fold()
@@ -114,7 +114,7 @@ class SyncState:
         self._finish_fold(taken)
         return self
 
-    def _start_fold(self) -> list[Entries]:
+    def _start_fold(self) -> list[StateRows]:
         # Called holding _lock: taking the fold lock before letting go of it applies folds in the order their
         # confirmations were recorded. Other threads go on recording while a fold runs (~50 ms of CPU at 1M
         # contacts, far longer in wall time on a busy interpreter); they wait only if another fold comes due.
@@ -122,14 +122,14 @@ class SyncState:
         self._folding.acquire()
         return taken
 
-    def _finish_fold(self, taken: list[Entries]) -> None:
+    def _finish_fold(self, taken: list[StateRows]) -> None:
         try:
             if taken:
-                self._merge(Entries.concat(taken).latest_per_key())
+                self._merge(StateRows.concat(taken).latest_per_key())
         finally:
             self._folding.release()
 
-    def _merge(self, update: Entries) -> None:
+    def _merge(self, update: StateRows) -> None:
         blocks = list(self._table[0])
         if not blocks:
             first_ref = self._emails.append(update.emails)
@@ -189,10 +189,10 @@ class SyncState:
         table = sum(a.nbytes for block in self._table[0] for a in block)
         return table + self._emails.nbytes + recent
 
-    def entries(self) -> Entries:
+    def rows(self) -> StateRows:
         """Everything, sorted by key, emails aligned (for tests and tools: it copies every email)."""
         self.fold()
-        return Entries(self.keys, self.fingerprints, self.flags, Strings.of(self._emails.get(self._column(3))))
+        return StateRows(self.keys, self.fingerprints, self.flags, PackedEmails.of(self._emails.get(self._column(3))))
 
 
 def _block_of(firsts: np.ndarray, keys: np.ndarray) -> np.ndarray:
