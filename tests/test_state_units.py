@@ -243,15 +243,15 @@ def test_a_fold_rebuilds_only_blocks_that_gain_keys_and_keeps_them_bounded(monke
     monkeypatch.setattr(SyncState, "BLOCK", 4)
     state = SyncState(rows(range(0, 200, 10)))  # 20 keys: 5 blocks of 4
     assert state.block_count == 5
-    before = state._table[0]
+    before = state.blocks
     state.record(rows([0, 100, 190], fp_base=7))
     state.fold()
-    after = state._table[0]
+    after = state.blocks
     assert all(a is b for a, b in zip(after, before)) and len(after) == 5
     assert state.lookup(np.array([0, 100, 190, 120], np.uint64))[0].tolist() == [7, 107, 197, 220]
     state.record(rows([41, 42, 43, 44, 45]))  # all land in the block that starts at 40: 9 keys, split in 3
     state.fold()
-    blocks = state._table[0]
+    blocks = state.blocks
     assert [len(b[0]) for b in blocks] == [4, 3, 3, 3, 4, 4, 4]
     assert blocks[0] is before[0] and all(a is b for a, b in zip(blocks[4:], before[2:]))
     assert state.keys.tolist() == sorted([*range(0, 200, 10), 41, 42, 43, 44, 45])

@@ -44,7 +44,7 @@ def encode_state(state: SyncState) -> bytes:
 
 def encode_state_pieces(state: SyncState) -> Iterator[bytes]:
     """The state file in pieces, one section at a time: saving never holds a second copy of the whole state."""
-    blocks, emails = state.fold()._table[0], state.emails
+    blocks, emails = state.fold().blocks, state.emails
     columns = [[block[i].astype(t, copy=False) for block in blocks] for i, t in enumerate(_FILE_TYPES)]
     header = {"count": len(state), "emails": emails.count, "version": _VERSION,
               "emailChunks": [[count, len(chunk)] for count, chunk in zip(emails.counts, emails.chunks)]}

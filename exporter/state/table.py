@@ -74,6 +74,11 @@ class SyncState:
         return self._emails
 
     @property
+    def blocks(self) -> tuple[Block, ...]:
+        """The table's blocks as they stand, confirmations not folded in yet aside (read them, do not change them)."""
+        return self._table[0]
+
+    @property
     def block_count(self) -> int:
         return len(self._table[0])
 
