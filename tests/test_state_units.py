@@ -209,7 +209,8 @@ def test_merged_applies_later_confirmations_over_older():
     state.record(StateRows.of([3], [0], [ListStatus.UNSUBSCRIBED], ["u3@example.com"]))
     merged = state.rows()
     by_key = dict(zip(merged.keys.tolist(), zip(merged.fingerprints.tolist(), merged.flags.tolist())))
-    assert by_key == {1: (101, 1), 2: (502, 1), 3: (0, 2), 4: (504, 1)}
+    subscribed, unsubscribed = ListStatus.SUBSCRIBED, ListStatus.UNSUBSCRIBED
+    assert by_key == {1: (101, subscribed), 2: (502, subscribed), 3: (0, unsubscribed), 4: (504, subscribed)}
 
 
 @pytest.mark.parametrize("block", [65536, 3])
@@ -324,7 +325,7 @@ def test_seen_keys_flags_first_occurrences_across_and_within_chunks():
 
 
 def test_seen_keys_takes_a_chunk_of_nothing_but_repeats():
-    # A whole diff chunk of rows repeating earlier ones (a partition exported twice) once crashed the run.
+    # A whole diff chunk of rows repeating earlier ones (a partition exported twice) has no new key: no empty array may join the levels.
     seen = SeenKeys()
     seen.add_new(np.arange(10, dtype=np.uint64))
     assert not seen.add_new(np.arange(10, dtype=np.uint64)).any()

@@ -1,4 +1,4 @@
-"""Contacts as parallel arrays: key, fingerprint, flag and email."""
+"""Contacts as parallel arrays: key, fingerprint, list-status flag (a ``ListStatus``) and email."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

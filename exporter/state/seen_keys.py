@@ -1,4 +1,4 @@
-"""The keys of the contacts seen so far in this run."""
+"""The keys of the contacts seen so far in this run: to skip repeats, and to find who left the export."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,9 +8,9 @@ class SeenKeys:
     """A growing set of 64-bit keys kept as a few sorted arrays (8 bytes a key, where a Python set takes ~70).
 
     Arrays of similar size are merged, so there are only ~log2(n / chunk) of them to search, up to
-    ``MAX_MERGED`` keys: a merge briefly holds its inputs and its output, so merging without a cap would cost
-    memory in proportion to the export (16 MB more at 2M keys). Past the cap there is one more array to search
-    per ``MAX_MERGED`` keys.
+    ``MAX_MERGED`` keys: a merge briefly holds its inputs and its output, so merging without a cap would
+    briefly need a second copy of every key seen. Past the cap there is one more array to search per
+    ``MAX_MERGED`` keys.
     """
 
     MAX_MERGED = 1 << 20
@@ -34,8 +34,8 @@ class SeenKeys:
         while (len(self._levels) > 1 and len(self._levels[-2]) <= 2 * len(self._levels[-1])
                and len(self._levels[-2]) + len(self._levels[-1]) <= self.MAX_MERGED):
             newer, older = self._levels.pop(), self._levels.pop()
-            # Both are sorted and share no key: inserting one into the other is one new array, where
-            # concatenating and sorting made two (a 1M-key merge briefly held 24 MB instead of 16).
+            # Both are sorted and share no key: inserting one into the other makes one new array, where
+            # concatenating and then sorting would make two.
             self._levels.append(np.insert(older, np.searchsorted(older, newer), newer))
 
     def sorted(self) -> np.ndarray:

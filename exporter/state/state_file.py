@@ -14,10 +14,11 @@ from .rows import StateRows
 from .table import SyncState
 
 _MAGIC = b"CIACST01"
-_FILE_TYPES = ("<u8", "<u8", "u1", "<u4")  # the same columns in the state file
+_FILE_TYPES = ("<u8", "<u8", "u1", "<u4")  # the table's keys, fingerprints, flags and email positions, on file
 
-# 2: emails in one zlib section; 3: emails as the store's compressed chunks, stored as they are; 4: keys,
-# fingerprints and email positions as they are too (zlib at level 0 only copied them, a whole column at a time).
+# 1: rows with aligned emails (the layout journal records use); 2: emails in one zlib section; 3: emails
+# as the store's compressed chunks, stored as they are; 4: keys, fingerprints and email positions stored as they
+# are too (a zlib stream at level 0 gained nothing and cost a copy of a whole column).
 _VERSION = 4
 
 

@@ -20,8 +20,8 @@ class SyncState:
     fingerprints, flags, email positions), with each block's first key in an index; emails live in an
     append-only store. A run's confirmations are folded in every ``COMPACT_EVERY`` contacts: changed
     fingerprints are written in place and only blocks that gain keys are rebuilt, one at a time. Memory stays
-    at ~21 bytes a contact plus the compressed email, and a fold never holds a second copy of the table (one
-    table copied whole at every fold was a 1M run's memory peak, ~40 MB above the rest).
+    at ~21 bytes a contact plus the compressed email, and a fold never holds a second copy of the table (a
+    table copied whole at every fold would set the run's memory peak).
     """
 
     COMPACT_EVERY = 65536
@@ -121,8 +121,8 @@ class SyncState:
 
     def _start_fold(self) -> list[StateRows]:
         # Called holding _lock: taking the fold lock before letting go of it applies folds in the order their
-        # confirmations were recorded. Other threads go on recording while a fold runs (~50 ms of CPU at 1M
-        # contacts, far longer in wall time on a busy interpreter); they wait only if another fold comes due.
+        # confirmations were recorded. Other threads go on recording while a fold runs (which can take long in
+        # wall time on a busy interpreter); they wait only if another fold comes due.
         taken, self._recent, self._recent_count = self._recent, [], 0
         self._folding.acquire()
         return taken
