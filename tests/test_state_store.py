@@ -6,8 +6,8 @@ import pytest
 from azure.core.exceptions import ResourceModifiedError
 from azure.storage.blob import BlobServiceClient
 
-from exporter.settings import STATE_CONTAINER
 from exporter.list_status import ListStatus
+from exporter.settings import STATE_CONTAINER
 from exporter.state import StateRows, StateStore, SyncState
 from exporter.storage import CHUNK_BYTES, blob_service
 

@@ -12,9 +12,9 @@ import pytest
 from exporter.list_status import ListStatus
 from exporter.state import (
     EmailStore,
-    StateRows,
-    SeenKeys,
     PackedEmails,
+    SeenKeys,
+    StateRows,
     SyncState,
     decode_rows,
     decode_state,
@@ -31,7 +31,8 @@ from exporter.state.state_file import _header, _pack
 
 def rows(keys, fp_base=100, flag=ListStatus.SUBSCRIBED) -> StateRows:
     keys = list(keys)
-    return StateRows.of(keys, [(k + fp_base) % 2**64 for k in keys], [flag] * len(keys), [f"u{k}@example.com" for k in keys])
+    return StateRows.of(keys, [(k + fp_base) % 2**64 for k in keys], [flag] * len(keys),
+                        [f"u{k}@example.com" for k in keys])
 
 
 def test_encode_decode_round_trip():
@@ -325,7 +326,8 @@ def test_seen_keys_flags_first_occurrences_across_and_within_chunks():
 
 
 def test_seen_keys_takes_a_chunk_of_nothing_but_repeats():
-    # A whole diff chunk of rows repeating earlier ones (a partition exported twice) has no new key: no empty array may join the levels.
+    # A whole diff chunk of rows repeating earlier ones (a partition exported twice) has no new key, and no empty
+    # array may join the levels.
     seen = SeenKeys()
     seen.add_new(np.arange(10, dtype=np.uint64))
     assert not seen.add_new(np.arange(10, dtype=np.uint64)).any()

@@ -15,11 +15,24 @@ buffer, and stored compressed), ``rows`` (contacts as parallel arrays), ``table`
 it in blob storage).
 """
 from .emails import EmailStore, PackedEmails
-from .journal import Journal, JournalReplay, encode_confirmed, encode_submitted, replay_journal
+from .journal import (
+    Journal,
+    JournalReplay,
+    encode_confirmed,
+    encode_submitted,
+    replay_journal,
+)
 from .lock import LEASE_SECONDS, ExportLock, lock_blob_name
 from .rows import StateRows
 from .seen_keys import SeenKeys
-from .state_file import decode_rows, decode_state, encode_rows, encode_state, encode_state_pieces, read_state
+from .state_file import (
+    decode_rows,
+    decode_state,
+    encode_rows,
+    encode_state,
+    encode_state_pieces,
+    read_state,
+)
 from .store import LoadedState, StateStore
 from .table import SyncState
 

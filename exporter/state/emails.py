@@ -6,7 +6,7 @@ Python object each.
 from __future__ import annotations
 
 import zlib
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -19,7 +19,7 @@ class PackedEmails:
     by index.
     """
 
-    __slots__ = ("data", "_count")
+    __slots__ = ("_count", "data")
     _GATHER_CHUNK = 4096  # emails per gather step: its index arrays take 8 bytes per character (~1 MB a step)
 
     def __init__(self, data: bytes = b"") -> None:
@@ -27,7 +27,7 @@ class PackedEmails:
         self._count: int | None = None
 
     @classmethod
-    def of(cls, items: Iterable[str]) -> "PackedEmails":
+    def of(cls, items: Iterable[str]) -> PackedEmails:
         text = "\n".join(items)
         return cls((text + "\n").encode() if text else b"")
 
@@ -39,7 +39,7 @@ class PackedEmails:
     def tolist(self) -> list[str]:
         return self.data.decode().split("\n")[:-1] if self.data else []
 
-    def take(self, indexes: np.ndarray) -> "PackedEmails":
+    def take(self, indexes: np.ndarray) -> PackedEmails:
         """The emails at ``indexes``, in that order (vectorised, in bounded chunks)."""
         indexes = np.asarray(indexes, np.int64)
         source = np.frombuffer(self.data, np.uint8)
@@ -54,7 +54,7 @@ class PackedEmails:
         return PackedEmails(b"".join(pieces))
 
     @classmethod
-    def concat(cls, parts: list["PackedEmails"]) -> "PackedEmails":
+    def concat(cls, parts: list[PackedEmails]) -> PackedEmails:
         return cls(b"".join(p.data for p in parts))
 
 

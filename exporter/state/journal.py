@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import orjson
 from azure.core.exceptions import HttpResponseError
@@ -86,7 +86,7 @@ class Journal:
         self._thread: threading.Thread | None = None
         self.error: Exception | None = None
 
-    def start(self) -> "Journal":
+    def start(self) -> Journal:
         self._blob.create_append_blob()
         self._thread = threading.Thread(target=self._flush_loop, name="journal", daemon=True)
         self._thread.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Self
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobLeaseClient, ContainerClient
@@ -32,7 +33,7 @@ class ExportLock:
         self._renewer: threading.Thread | None = None
         self.wait_seconds = 0.0
 
-    def acquire(self, wait_seconds: float = 0.0) -> "ExportLock":
+    def acquire(self, wait_seconds: float = 0.0) -> Self:
         """Take the lock, waiting up to ``wait_seconds`` (long enough for a crashed run's lease to expire)."""
         try:
             self._blob.upload_blob(b"", overwrite=False)
@@ -73,7 +74,7 @@ class ExportLock:
                 pass
             self._lease = None
 
-    def __enter__(self) -> "ExportLock":
+    def __enter__(self) -> Self:
         return self.acquire(self.wait_seconds)
 
     def __exit__(self, *exc: object) -> None:

@@ -1,8 +1,8 @@
 """Contacts as parallel arrays: key, fingerprint, list-status flag (a ``ListStatus``) and email."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 
@@ -22,27 +22,27 @@ class StateRows:
         return len(self.keys)
 
     @classmethod
-    def of(cls, keys: Iterable[int], fingerprints: Iterable[int], flags: Iterable[int], emails: list[str]) -> "StateRows":
+    def of(cls, keys: Iterable[int], fingerprints: Iterable[int], flags: Iterable[int], emails: list[str]) -> StateRows:
         return cls(np.fromiter(keys, np.uint64), np.fromiter(fingerprints, np.uint64),
                    np.fromiter(flags, np.uint8), PackedEmails.of(emails))
 
     @classmethod
-    def concat(cls, parts: list["StateRows"]) -> "StateRows":
+    def concat(cls, parts: list[StateRows]) -> StateRows:
         if len(parts) == 1:
             return parts[0]
         return cls(np.concatenate([p.keys for p in parts]), np.concatenate([p.fingerprints for p in parts]),
                    np.concatenate([p.flags for p in parts]), PackedEmails.concat([p.emails for p in parts]))
 
-    def take(self, indexes: np.ndarray) -> "StateRows":
+    def take(self, indexes: np.ndarray) -> StateRows:
         return StateRows(self.keys[indexes], self.fingerprints[indexes], self.flags[indexes], self.emails.take(indexes))
 
-    def without_emails(self, failed: set[str]) -> "StateRows":
+    def without_emails(self, failed: set[str]) -> StateRows:
         if not failed:
             return self
         keep = np.array([i for i, e in enumerate(self.emails.tolist()) if e not in failed], np.int64)
         return self.take(keep)
 
-    def latest_per_key(self) -> "StateRows":
+    def latest_per_key(self) -> StateRows:
         """One row per key, the last one given, sorted by key."""
         _, first_in_reversed = np.unique(self.keys[::-1], return_index=True)
         return self.take(len(self) - 1 - first_in_reversed)

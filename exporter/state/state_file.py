@@ -4,7 +4,8 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 import orjson

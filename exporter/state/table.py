@@ -40,7 +40,7 @@ class SyncState:
 
     @classmethod
     def from_columns(cls, keys: np.ndarray, fingerprints: np.ndarray, flags: np.ndarray, refs: np.ndarray,
-                     emails: "PackedEmails | EmailStore") -> "SyncState":
+                     emails: PackedEmails | EmailStore) -> SyncState:
         """A state from key-sorted columns (copied where they are read-only: folds write fingerprints in place)."""
         state = cls()
         state._emails = emails if isinstance(emails, EmailStore) else EmailStore(emails)
@@ -112,7 +112,7 @@ class SyncState:
             taken = self._start_fold()
         self._finish_fold(taken)
 
-    def fold(self) -> "SyncState":
+    def fold(self) -> SyncState:
         """Apply every confirmation recorded so far; returns self."""
         with self._lock:
             taken = self._start_fold()
