@@ -1,4 +1,9 @@
-"""The state file format: encoding and streaming decoding of a sync state, versions 1 to 4."""
+"""The state file format: encoding and streaming decoding of a sync state, versions 1 to 4.
+
+A file is the magic ``CIACST01``, a little-endian 4-byte length and a JSON header (``count``, ``version``,
+from version 2 ``emails``, from version 3 ``emailChunks``), then sections, each an 8-byte length and either a
+zlib stream or raw bytes. Journal records carry a batch's rows in the same framing (version 1).
+"""
 from __future__ import annotations
 
 import io
@@ -15,12 +20,19 @@ from .rows import StateRows
 from .table import SyncState
 
 _MAGIC = b"CIACST01"
-_FILE_TYPES = ("<u8", "<u8", "u1", "<u4")  # the table's keys, fingerprints, flags and email positions, on file
 
 # 1: rows with aligned emails (the layout journal records use); 2: emails in one zlib section; 3: emails
 # as the store's compressed chunks, stored as they are; 4: keys, fingerprints and email positions stored as they
 # are too (a zlib stream at level 0 gained nothing and cost a copy of a whole column).
 _VERSION = 4
+
+_STORED, _FAST = 0, 1  # zlib levels
+_RAW = None  # buffers written as they are: columns that look random, and emails already compressed
+_FILE_TYPES = ("<u8", "<u8", "u1", "<u4")  # the table's keys, fingerprints, flags and email positions, on file
+# How those columns are written, by file version (versions 1 and 2 are read whole).
+_COLUMN_LEVELS = {3: (_STORED, _STORED, _FAST, _STORED), 4: (_RAW, _RAW, _FAST, _RAW)}
+
+_READ_PIECE = 1 << 20  # bytes read from the stream at a time
 
 
 def encode_rows(rows: StateRows) -> bytes:
@@ -31,6 +43,7 @@ def encode_rows(rows: StateRows) -> bytes:
 
 
 def decode_rows(data: bytes) -> StateRows:
+    """Rows written by ``encode_rows`` (a journal record's batch, or a whole version 1 state file)."""
     header, sections = _unpack(data, 4)
     count = header["count"]
     keys, fps, flags = _columns(sections[:3])
@@ -41,6 +54,7 @@ def decode_rows(data: bytes) -> StateRows:
 
 
 def encode_state(state: SyncState) -> bytes:
+    """The state file, whole (saving streams ``encode_state_pieces`` instead)."""
     return b"".join(encode_state_pieces(state))
 
 
@@ -95,9 +109,6 @@ def _checked_state(header: dict, keys: np.ndarray, fps: np.ndarray, flags: np.nd
     return SyncState.from_columns(keys, fps, flags, refs, emails)
 
 
-_READ_PIECE = 1 << 20
-
-
 def _read_exact(stream: BinaryIO, size: int) -> bytes:
     data = stream.read(size)
     while len(data) < size:
@@ -147,12 +158,6 @@ def _read_email_chunks(stream: BinaryIO, header: dict) -> EmailStore:
     for count, size in header["emailChunks"]:
         store.add_compressed(_read_exact(stream, size), count)
     return store
-
-
-_STORED, _FAST = 0, 1  # zlib levels
-_RAW = None  # buffers written as they are: columns that look random, and emails already compressed
-# The state file's keys, fingerprints, flags and email positions, by file version.
-_COLUMN_LEVELS = {3: (_STORED, _STORED, _FAST, _STORED), 4: (_RAW, _RAW, _FAST, _RAW)}
 
 
 def _pack(header: dict, sections: list[list], levels: tuple[int | None, ...]) -> bytes:
