@@ -1,4 +1,9 @@
-"""The resume journal: records of batches submitted and confirmed, their replay, and the buffered writer."""
+"""The resume journal: records of batches submitted and confirmed, their replay, and the buffered writer.
+
+A record is a kind byte (``S`` submitted, ``C`` confirmed), a little-endian 4-byte length and a body. A
+submitted record's body is the batch id as JSON, a NUL byte and the batch's rows (``encode_rows``); a confirmed
+record's body is JSON: the batch id and the emails ActiveCampaign failed.
+"""
 from __future__ import annotations
 
 import logging
@@ -20,17 +25,21 @@ _SUBMITTED, _CONFIRMED = b"S", b"C"
 
 
 def encode_submitted(batch_id: str, rows: StateRows) -> bytes:
+    """The record of a batch handed to ActiveCampaign, with its rows."""
     body = orjson.dumps(batch_id) + b"\x00" + encode_rows(rows)
     return _SUBMITTED + struct.pack("<I", len(body)) + body
 
 
 def encode_confirmed(batch_id: str, failed: set[str]) -> bytes:
+    """The record of a batch ActiveCampaign finished, with the emails it failed."""
     body = orjson.dumps({"batchId": batch_id, "failed": sorted(failed)})
     return _CONFIRMED + struct.pack("<I", len(body)) + body
 
 
 @dataclass
 class JournalReplay:
+    """A replayed journal: rows confirmed (failures dropped), batches still in flight by id, an unreadable tail."""
+
     confirmed: list[StateRows] = field(default_factory=list)
     in_flight: dict[str, StateRows] = field(default_factory=dict)
     unreadable_tail: bool = False

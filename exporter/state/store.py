@@ -24,6 +24,8 @@ from .table import SyncState
 
 @dataclass
 class LoadedState:
+    """A loaded sync state with the ETag to save it against, and the previous run's journal if it left one."""
+
     state: SyncState
     etag: str | None
     problem: str | None = None  # why the stored state could not be used (then the run is a full one)
@@ -31,6 +33,8 @@ class LoadedState:
 
 
 class StateStore:
+    """Each export's lock, sync state and journal, as blobs under ``<export>/`` in the state container."""
+
     def __init__(self, service: BlobServiceClient) -> None:
         self.container = service.get_container_client(STATE_CONTAINER)
 
