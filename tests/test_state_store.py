@@ -6,15 +6,15 @@ import pytest
 from azure.core.exceptions import ResourceModifiedError
 from azure.storage.blob import BlobServiceClient
 
-from exporter.settings import STATE_CONTAINER
 from exporter.list_status import ListStatus
-from exporter.state import Entries, StateStore, SyncState
+from exporter.settings import STATE_CONTAINER
+from exporter.state import StateRows, StateStore, SyncState
 from exporter.storage import CHUNK_BYTES, blob_service
 
 
 def state_of(count: int, fp: int = 7) -> SyncState:
     keys = np.arange(1, count + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # spread over the key space
-    return SyncState(Entries.of(keys.tolist(), [fp] * count, [ListStatus.SUBSCRIBED] * count,
+    return SyncState(StateRows.of(keys.tolist(), [fp] * count, [ListStatus.SUBSCRIBED] * count,
                                 [f"person{i}@example.com" for i in range(count)]))
 
 
@@ -35,7 +35,7 @@ def test_a_state_larger_than_a_block_is_saved_in_blocks_and_loads_back(store, ap
     loaded = store.load(unique_name, "run-2")
     assert loaded.etag == etag and loaded.problem is None
     assert np.array_equal(loaded.state.keys, state.keys)
-    assert loaded.state.entries().emails.tolist() == state.entries().emails.tolist()
+    assert loaded.state.rows().emails.tolist() == state.rows().emails.tolist()
 
 
 def test_saving_over_a_state_someone_else_replaced_fails_and_keeps_theirs(store, unique_name):

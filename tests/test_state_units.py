@@ -9,52 +9,66 @@ import numpy as np
 import orjson
 import pytest
 
-from exporter import state as state_module
 from exporter.list_status import ListStatus
-from exporter.state import (EmailStore, Entries, KeySet, Strings, SyncState, _header, _pack,
-                            decode_entries, decode_state, encode_confirmed, encode_entries, encode_state,
-                            encode_submitted, read_state, replay_journal)
+from exporter.state import (
+    EmailStore,
+    PackedEmails,
+    SeenKeys,
+    StateRows,
+    SyncState,
+    decode_rows,
+    decode_state,
+    encode_confirmed,
+    encode_rows,
+    encode_state,
+    encode_submitted,
+    read_state,
+    replay_journal,
+    state_file,
+)
+from exporter.state.state_file import _header, _pack
 
 
-def entries(keys, fp_base=100, flag=ListStatus.SUBSCRIBED) -> Entries:
+def rows(keys, fp_base=100, flag=ListStatus.SUBSCRIBED) -> StateRows:
     keys = list(keys)
-    return Entries.of(keys, [(k + fp_base) % 2**64 for k in keys], [flag] * len(keys), [f"u{k}@example.com" for k in keys])
+    return StateRows.of(keys, [(k + fp_base) % 2**64 for k in keys], [flag] * len(keys),
+                        [f"u{k}@example.com" for k in keys])
 
 
 def test_encode_decode_round_trip():
-    original = entries([5, 1, 2**64 - 1])
-    decoded = decode_entries(encode_entries(original))
+    original = rows([5, 1, 2**64 - 1])
+    decoded = decode_rows(encode_rows(original))
     assert decoded.keys.tolist() == [5, 1, 2**64 - 1]
     assert decoded.fingerprints.tolist() == [105, 101, (2**64 - 1 + 100) % 2**64]
     assert decoded.emails.tolist() == ["u5@example.com", "u1@example.com", f"u{2**64 - 1}@example.com"]
 
 
-def test_strings_keep_order_through_take_and_concat():
+def test_packed_emails_keep_order_through_take_and_concat():
     emails = ["a@example.com", "bé@exämple.com", "c@x.org", "d@example.com"]
-    strings = Strings.of(emails)
-    assert len(strings) == 4 and strings.tolist() == emails
-    assert strings.take(np.array([3, 1, 1, 0])).tolist() == ["d@example.com", "bé@exämple.com", "bé@exämple.com",
+    packed = PackedEmails.of(emails)
+    assert len(packed) == 4 and packed.tolist() == emails
+    assert packed.take(np.array([3, 1, 1, 0])).tolist() == ["d@example.com", "bé@exämple.com", "bé@exämple.com",
                                                             "a@example.com"]
-    assert strings.take(np.array([], np.int64)).tolist() == [] and len(Strings.of([])) == 0
-    joined = Strings.concat([Strings.of(["x@example.com"]), Strings(), strings])
+    assert packed.take(np.array([], np.int64)).tolist() == [] and len(PackedEmails.of([])) == 0
+    joined = PackedEmails.concat([PackedEmails.of(["x@example.com"]), PackedEmails(), packed])
     assert joined.tolist() == ["x@example.com", *emails]
 
 
-def test_strings_take_crosses_gather_chunks(monkeypatch):
-    monkeypatch.setattr(Strings, "_GATHER_CHUNK", 3)
+def test_packed_emails_take_crosses_gather_chunks(monkeypatch):
+    monkeypatch.setattr(PackedEmails, "_GATHER_CHUNK", 3)
     emails = [f"user{i}@example.com" for i in range(10)]
     order = np.array([9, 0, 5, 5, 2, 7, 1], np.int64)
-    assert Strings.of(emails).take(order).tolist() == [emails[i] for i in order]
+    assert PackedEmails.of(emails).take(order).tolist() == [emails[i] for i in order]
 
 
 def test_confirmations_are_compacted_and_the_last_one_wins(monkeypatch):
     monkeypatch.setattr(SyncState, "COMPACT_EVERY", 4)
-    state = SyncState(entries([1, 2]))
+    state = SyncState(rows([1, 2]))
     for key in range(2, 12):
-        state.record(entries([key], fp_base=900))
-    state.record(entries([3], fp_base=7))
+        state.record(rows([key], fp_base=900))
+    state.record(rows([3], fp_base=7))
     assert state.pending_updates == 3 and len(state.keys) == 9  # two folds of four, three still to fold
-    merged = state.entries()
+    merged = state.rows()
     assert merged.keys.tolist() == list(range(1, 12))
     assert merged.fingerprints.tolist() == [101, 902, 10] + [k + 900 for k in range(4, 12)]
     assert merged.emails.tolist() == [f"u{k}@example.com" for k in range(1, 12)]
@@ -62,47 +76,47 @@ def test_confirmations_are_compacted_and_the_last_one_wins(monkeypatch):
 
 def test_state_round_trips_with_emails_added_by_several_folds(monkeypatch):
     monkeypatch.setattr(SyncState, "COMPACT_EVERY", 2)
-    state = SyncState(entries([50, 10]))
+    state = SyncState(rows([50, 10]))
     for key in (30, 10, 70, 20, 60):
-        state.record(entries([key], fp_base=1))
+        state.record(rows([key], fp_base=1))
     decoded = decode_state(encode_state(state))
     assert decoded.emails.chunks == state.emails.chunks and len(decoded.emails.chunks) == 4  # stored as they are
-    original, again = state.entries(), decoded.entries()
+    original, again = state.rows(), decoded.rows()
     assert again.keys.tolist() == [10, 20, 30, 50, 60, 70] == original.keys.tolist()
     assert again.fingerprints.tolist() == original.fingerprints.tolist() == [11, 21, 31, 150, 61, 71]
     assert again.emails.tolist() == [f"u{k}@example.com" for k in (10, 20, 30, 50, 60, 70)]
 
 
 def test_version_1_state_files_still_load():
-    old = encode_entries(entries([3, 1, 2]))  # version 1: emails aligned with the keys
+    old = encode_rows(rows([3, 1, 2]))  # version 1: emails aligned with the keys
     state = decode_state(old)
-    assert state.entries().emails.tolist() == ["u1@example.com", "u2@example.com", "u3@example.com"]
+    assert state.rows().emails.tolist() == ["u1@example.com", "u2@example.com", "u3@example.com"]
 
 
 def test_version_2_state_files_still_load():
     # Version 2 kept all emails in one zlib section; write one the way it did.
-    emails = Strings.of(["u3@example.com", "u1@example.com"])
+    emails = PackedEmails.of(["u3@example.com", "u1@example.com"])
     v2 = _pack({"count": 2, "emails": 2, "version": 2},
                [[np.array([1, 3], "<u8")], [np.array([101, 103], "<u8")], [np.array([ListStatus.SUBSCRIBED] * 2, np.uint8)],
                 [np.array([1, 0], "<u4")], [emails.data]], (0, 0, 1, 0, 1))
     state = decode_state(v2)
-    assert state.entries().emails.tolist() == ["u1@example.com", "u3@example.com"]
+    assert state.rows().emails.tolist() == ["u1@example.com", "u3@example.com"]
     assert decode_state(encode_state(state)).lookup(np.array([3], np.uint64))[0].tolist() == [103]
 
 
 def test_version_3_state_files_still_load():
     # Version 3 kept keys, fingerprints and email positions in zlib streams; write one the way it did.
-    emails = EmailStore(Strings.of(["u3@example.com", "u1@example.com"]))
+    emails = EmailStore(PackedEmails.of(["u3@example.com", "u1@example.com"]))
     v3 = _pack({"count": 2, "emails": 2, "version": 3, "emailChunks": [[2, len(emails.chunks[0])]]},
                [[np.array([1, 3], "<u8")], [np.array([101, 103], "<u8")], [np.array([ListStatus.SUBSCRIBED] * 2, np.uint8)],
                 [np.array([1, 0], "<u4")], emails.chunks], (0, 0, 1, 0, None))
     state = read_state(Trickle(v3))
-    assert state.entries().emails.tolist() == ["u1@example.com", "u3@example.com"]
+    assert state.rows().emails.tolist() == ["u1@example.com", "u3@example.com"]
     assert state.lookup(np.array([3, 1], np.uint64))[0].tolist() == [103, 101]
 
 
 def test_a_state_file_from_a_newer_exporter_is_named_as_such():
-    data = with_header(encode_state(SyncState(entries([1]))), lambda header: header.update(version=99))
+    data = with_header(encode_state(SyncState(rows([1]))), lambda header: header.update(version=99))
     with pytest.raises(ValueError, match="version 99 is newer"):
         decode_state(data)
 
@@ -110,12 +124,12 @@ def test_a_state_file_from_a_newer_exporter_is_named_as_such():
 def test_emails_are_kept_compressed_in_chunks_and_read_across_them(monkeypatch):
     monkeypatch.setattr(EmailStore, "CHUNK", 3)
     emails = [f"person.number{i}@example.com" for i in range(10)]
-    store = EmailStore(Strings.of(emails))
+    store = EmailStore(PackedEmails.of(emails))
     assert store.counts == [3, 3, 3, 1] and store.count == 10
     assert store.get(np.array([9, 0, 4, 4, 8], np.int64)) == [emails[i] for i in (9, 0, 4, 4, 8)]
     monkeypatch.setattr(EmailStore, "CHUNK", 65536)
     many = [f"first.last{i}@example.com" for i in range(5000)]
-    assert EmailStore(Strings.of(many)).nbytes < len(Strings.of(many).data) / 2
+    assert EmailStore(PackedEmails.of(many)).nbytes < len(PackedEmails.of(many).data) / 2
 
 
 class Trickle(io.RawIOBase):
@@ -131,14 +145,14 @@ class Trickle(io.RawIOBase):
 
 
 def test_a_state_is_read_as_it_arrives_in_small_pieces(monkeypatch):
-    monkeypatch.setattr(state_module, "_READ_PIECE", 5)
+    monkeypatch.setattr(state_file, "_READ_PIECE", 5)
     monkeypatch.setattr(SyncState, "COMPACT_EVERY", 3)
-    state = SyncState(entries(range(0, 40, 3)))
+    state = SyncState(rows(range(0, 40, 3)))
     for key in (1, 2, 3, 4, 7, 100):
-        state.record(entries([key], fp_base=9))
+        state.record(rows([key], fp_base=9))
     data = encode_state(state)
-    got = read_state(Trickle(data)).entries()
-    want = state.entries()
+    got = read_state(Trickle(data)).rows()
+    want = state.rows()
     assert got.keys.tolist() == want.keys.tolist() and got.fingerprints.tolist() == want.fingerprints.tolist()
     assert got.flags.tolist() == want.flags.tolist() and got.emails.tolist() == want.emails.tolist()
     with pytest.raises(ValueError, match="ends early"):
@@ -154,7 +168,7 @@ def with_header(data: bytes, change) -> bytes:
 
 
 def test_decode_state_refuses_a_column_longer_than_the_header_says():
-    data = with_header(encode_state(SyncState(entries([1, 2, 3]))), lambda header: header.update(count=2))
+    data = with_header(encode_state(SyncState(rows([1, 2, 3]))), lambda header: header.update(count=2))
     with pytest.raises(ValueError, match="disagree in length"):
         decode_state(data)
 
@@ -163,40 +177,41 @@ def test_decode_state_refuses_email_chunks_that_disagree_with_the_header():
     def longer_first_chunk(header: dict) -> None:
         header["emailChunks"][0][1] += 1
 
-    data = with_header(encode_state(SyncState(entries([1, 2]))), longer_first_chunk)
+    data = with_header(encode_state(SyncState(rows([1, 2]))), longer_first_chunk)
     with pytest.raises(ValueError, match="email chunks"):
         decode_state(data)
 
 
 def test_decode_state_refuses_references_to_missing_emails():
-    state = SyncState(entries([1, 2]))
+    state = SyncState(rows([1, 2]))
     data = bytearray(encode_state(state))
     broken = SyncState.from_columns(state.keys, state.fingerprints, state.flags, np.array([0, 5], np.uint32),
-                                    Strings.of(["u1@example.com", "u2@example.com"]))
+                                    PackedEmails.of(["u1@example.com", "u2@example.com"]))
     with pytest.raises(ValueError, match="refers to emails"):
         decode_state(encode_state(broken))
-    assert decode_state(bytes(data)).entries().keys.tolist() == [1, 2]
+    assert decode_state(bytes(data)).rows().keys.tolist() == [1, 2]
 
 
 def test_decode_rejects_garbage():
     with pytest.raises(ValueError):
-        decode_entries(b"not a state file at all")
+        decode_rows(b"not a state file at all")
 
 
 def test_lookup_finds_known_and_zero_for_unknown():
-    state = SyncState(entries([30, 10, 20]))
+    state = SyncState(rows([30, 10, 20]))
     fps, flags = state.lookup(np.array([10, 15, 30, 99], np.uint64))
     assert fps.tolist() == [110, 0, 130, 0]
     assert flags.tolist() == [ListStatus.SUBSCRIBED, 0, ListStatus.SUBSCRIBED, 0]
 
 
 def test_merged_applies_later_confirmations_over_older():
-    state = SyncState(entries([1, 2, 3]))
-    state.record(entries([2, 4], fp_base=500))
-    state.record(Entries.of([3], [0], [ListStatus.UNSUBSCRIBED], ["u3@example.com"]))
-    merged = state.entries()
+    state = SyncState(rows([1, 2, 3]))
+    state.record(rows([2, 4], fp_base=500))
+    state.record(StateRows.of([3], [0], [ListStatus.UNSUBSCRIBED], ["u3@example.com"]))
+    merged = state.rows()
     by_key = dict(zip(merged.keys.tolist(), zip(merged.fingerprints.tolist(), merged.flags.tolist())))
-    assert by_key == {1: (101, 1), 2: (502, 1), 3: (0, 2), 4: (504, 1)}
+    subscribed, unsubscribed = ListStatus.SUBSCRIBED, ListStatus.UNSUBSCRIBED
+    assert by_key == {1: (101, subscribed), 2: (502, subscribed), 3: (0, unsubscribed), 4: (504, subscribed)}
 
 
 @pytest.mark.parametrize("block", [65536, 3])
@@ -207,16 +222,16 @@ def test_folding_confirmations_in_matches_a_dict_of_latest_values(monkeypatch, b
     rng = np.random.default_rng(7)
     for _ in range(200):
         base = np.unique(rng.integers(0, 200, int(rng.integers(0, 50)), dtype=np.uint64)).tolist()
-        state = SyncState(entries(base))
+        state = SyncState(rows(base))
         expected = {k: (k + 100, ListStatus.SUBSCRIBED) for k in base}
         for _ in range(int(rng.integers(1, 5))):
             keys = rng.integers(0, 200, int(rng.integers(1, 60)), dtype=np.uint64).tolist()
             fps = rng.integers(1, 10**6, len(keys)).tolist()
             flags = rng.choice([ListStatus.SUBSCRIBED, ListStatus.UNSUBSCRIBED], len(keys)).tolist()
-            state.record(Entries.of(keys, fps, flags, [f"u{k}@example.com" for k in keys]))
+            state.record(StateRows.of(keys, fps, flags, [f"u{k}@example.com" for k in keys]))
             expected.update((k, (fp, flag)) for k, fp, flag in zip(keys, fps, flags))
             state.fold()
-        got = state.entries()
+        got = state.rows()
         assert dict(zip(got.keys.tolist(), zip(got.fingerprints.tolist(), got.flags.tolist()))) == expected
         assert got.emails.tolist() == [f"u{k}@example.com" for k in got.keys.tolist()]
         probe = np.arange(0, 210, dtype=np.uint64)
@@ -228,17 +243,17 @@ def test_a_fold_rebuilds_only_blocks_that_gain_keys_and_keeps_them_bounded(monke
     # The table stays in blocks of at most 2 * BLOCK, and changed fingerprints of known keys are written in
     # place: a re-run's fold copies nothing, a first run's fold copies one block at a time, never the table.
     monkeypatch.setattr(SyncState, "BLOCK", 4)
-    state = SyncState(entries(range(0, 200, 10)))  # 20 keys: 5 blocks of 4
+    state = SyncState(rows(range(0, 200, 10)))  # 20 keys: 5 blocks of 4
     assert state.block_count == 5
-    before = state._table[0]
-    state.record(entries([0, 100, 190], fp_base=7))
+    before = state.blocks
+    state.record(rows([0, 100, 190], fp_base=7))
     state.fold()
-    after = state._table[0]
+    after = state.blocks
     assert all(a is b for a, b in zip(after, before)) and len(after) == 5
     assert state.lookup(np.array([0, 100, 190, 120], np.uint64))[0].tolist() == [7, 107, 197, 220]
-    state.record(entries([41, 42, 43, 44, 45]))  # all land in the block that starts at 40: 9 keys, split in 3
+    state.record(rows([41, 42, 43, 44, 45]))  # all land in the block that starts at 40: 9 keys, split in 3
     state.fold()
-    blocks = state._table[0]
+    blocks = state.blocks
     assert [len(b[0]) for b in blocks] == [4, 3, 3, 3, 4, 4, 4]
     assert blocks[0] is before[0] and all(a is b for a, b in zip(blocks[4:], before[2:]))
     assert state.keys.tolist() == sorted([*range(0, 200, 10), 41, 42, 43, 44, 45])
@@ -257,10 +272,10 @@ def test_confirmations_are_recorded_while_a_fold_runs(monkeypatch):
         merge(self, update)
 
     monkeypatch.setattr(SyncState, "_merge", held_merge)
-    folding = threading.Thread(target=state.record, args=(entries([1, 2]),))
+    folding = threading.Thread(target=state.record, args=(rows([1, 2]),))
     folding.start()
     assert entered.wait(10)
-    recording = threading.Thread(target=state.record, args=(entries([3], fp_base=5),))
+    recording = threading.Thread(target=state.record, args=(rows([3], fp_base=5),))
     recording.start()
     recording.join(10)
     recorded_during_fold = not recording.is_alive() and state.pending_updates == 1
@@ -272,21 +287,21 @@ def test_confirmations_are_recorded_while_a_fold_runs(monkeypatch):
 
 def test_a_loaded_state_can_be_folded_into_in_place():
     # A decoded state's columns are copies, not views of the (read-only) file buffer.
-    state = decode_state(encode_state(SyncState(entries([1, 2, 3]))))
-    state.record(entries([2], fp_base=50))
+    state = decode_state(encode_state(SyncState(rows([1, 2, 3]))))
+    state.record(rows([2], fp_base=50))
     assert state.fold().lookup(np.array([1, 2], np.uint64))[0].tolist() == [101, 52]
 
 
 def test_removal_candidates_are_only_subscribed_contacts_missing_from_the_export():
-    state = SyncState(entries([1, 2, 3]))
-    state.record(Entries.of([4], [0], [ListStatus.UNSUBSCRIBED], ["u4@example.com"]))
-    state = SyncState(state.entries())
+    state = SyncState(rows([1, 2, 3]))
+    state.record(StateRows.of([4], [0], [ListStatus.UNSUBSCRIBED], ["u4@example.com"]))
+    state = SyncState(state.rows())
     keys, emails = state.subscribed_missing_from(np.array([2], np.uint64))
     assert keys.tolist() == [1, 3] and emails == ["u1@example.com", "u3@example.com"]
 
 
 def test_journal_replay_separates_confirmed_from_in_flight_and_drops_failures():
-    data = (encode_submitted("b1", entries([1, 2])) + encode_submitted("b2", entries([3]))
+    data = (encode_submitted("b1", rows([1, 2])) + encode_submitted("b2", rows([3]))
             + encode_confirmed("b1", {"u2@example.com"}))
     replay = replay_journal(data)
     assert [e.keys.tolist() for e in replay.confirmed] == [[1]]
@@ -295,14 +310,14 @@ def test_journal_replay_separates_confirmed_from_in_flight_and_drops_failures():
 
 
 def test_journal_replay_survives_a_torn_last_record():
-    data = encode_submitted("b1", entries([1])) + encode_confirmed("b1", set())
-    torn = data + encode_submitted("b2", entries([2]))[:-7]
+    data = encode_submitted("b1", rows([1])) + encode_confirmed("b1", set())
+    torn = data + encode_submitted("b2", rows([2]))[:-7]
     replay = replay_journal(torn)
     assert [e.keys.tolist() for e in replay.confirmed] == [[1]] and replay.unreadable_tail
 
 
-def test_keyset_flags_first_occurrences_across_and_within_chunks():
-    seen = KeySet()
+def test_seen_keys_flags_first_occurrences_across_and_within_chunks():
+    seen = SeenKeys()
     assert seen.add_new(np.array([5, 3, 5, 9], np.uint64)).tolist() == [True, True, False, True]
     for start in range(0, 10_000, 1000):  # many chunks, so levels merge
         seen.add_new(np.arange(start + 100, start + 1100, dtype=np.uint64))
@@ -310,17 +325,18 @@ def test_keyset_flags_first_occurrences_across_and_within_chunks():
     assert seen.sorted().tolist() == sorted({3, 4, 5, 9, 20_000, *range(100, 10_100)})
 
 
-def test_keyset_takes_a_chunk_of_nothing_but_repeats():
-    # A whole diff chunk of rows repeating earlier ones (a partition exported twice) once crashed the run.
-    seen = KeySet()
+def test_seen_keys_takes_a_chunk_of_nothing_but_repeats():
+    # A whole diff chunk of rows repeating earlier ones (a partition exported twice) has no new key, and no empty
+    # array may join the levels.
+    seen = SeenKeys()
     seen.add_new(np.arange(10, dtype=np.uint64))
     assert not seen.add_new(np.arange(10, dtype=np.uint64)).any()
     assert seen.add_new(np.array([3, 11], np.uint64)).tolist() == [False, True]
 
 
-def test_keyset_merges_no_array_past_its_cap_and_still_finds_every_key(monkeypatch):
-    monkeypatch.setattr(KeySet, "MAX_MERGED", 2500)
-    seen = KeySet()
+def test_seen_keys_merges_no_array_past_its_cap_and_still_finds_every_key(monkeypatch):
+    monkeypatch.setattr(SeenKeys, "MAX_MERGED", 2500)
+    seen = SeenKeys()
     for start in range(0, 10_000, 500):
         assert seen.add_new(np.arange(start, start + 500, dtype=np.uint64)).all()
     assert max(len(level) for level in seen._levels) <= 2500 and len(seen) == 10_000
@@ -331,12 +347,12 @@ def test_keyset_merges_no_array_past_its_cap_and_still_finds_every_key(monkeypat
 
 def test_state_memory_counts_arrays_emails_and_unfolded_confirmations(monkeypatch):
     monkeypatch.setattr(SyncState, "COMPACT_EVERY", 1000)
-    state = SyncState(entries(range(100)))
+    state = SyncState(rows(range(100)))
     folded = state.nbytes
-    compressed_emails = len(zlib.compress(Strings.of([f"u{k}@example.com" for k in range(100)]).data, 1))
+    compressed_emails = len(zlib.compress(PackedEmails.of([f"u{k}@example.com" for k in range(100)]).data, 1))
     assert folded == 100 * (8 + 8 + 1 + 4) + compressed_emails  # key, fingerprint, flag, email position, email
-    state.record(entries(range(100, 110)))  # not folded yet: still counted
+    state.record(rows(range(100, 110)))  # not folded yet: still counted
     assert state.nbytes == folded + 10 * (8 + 8 + 1) + sum(len(f"u{k}@example.com\n") for k in range(100, 110))
-    seen = KeySet()
+    seen = SeenKeys()
     seen.add_new(np.arange(50, dtype=np.uint64))
     assert seen.nbytes == 50 * 8
