@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import threading
 import zlib
 
 import numpy as np
@@ -259,29 +258,13 @@ def test_a_fold_rebuilds_only_blocks_that_gain_keys_and_keeps_them_bounded(monke
     assert state.keys.tolist() == sorted([*range(0, 200, 10), 41, 42, 43, 44, 45])
 
 
-def test_confirmations_are_recorded_while_a_fold_runs(monkeypatch):
-    # A fold runs on an HTTP thread; the other HTTP threads must not wait for it to record their batches.
+def test_confirmations_are_folded_in_once_enough_are_recorded(monkeypatch):
     monkeypatch.setattr(SyncState, "COMPACT_EVERY", 2)
     state = SyncState()
-    entered, release = threading.Event(), threading.Event()
-    merge = SyncState._merge
-
-    def held_merge(self, update):
-        entered.set()
-        assert release.wait(10)
-        merge(self, update)
-
-    monkeypatch.setattr(SyncState, "_merge", held_merge)
-    folding = threading.Thread(target=state.record, args=(rows([1, 2]),))
-    folding.start()
-    assert entered.wait(10)
-    recording = threading.Thread(target=state.record, args=(rows([3], fp_base=5),))
-    recording.start()
-    recording.join(10)
-    recorded_during_fold = not recording.is_alive() and state.pending_updates == 1
-    release.set()
-    folding.join(10)
-    assert recorded_during_fold
+    state.record(rows([1, 2]))  # reaches COMPACT_EVERY: folded into the table
+    assert state.pending_updates == 0 and state.keys.tolist() == [1, 2]
+    state.record(rows([3], fp_base=5))
+    assert state.pending_updates == 1 and state.keys.tolist() == [1, 2]  # waits for the next fold
     assert state.fold().lookup(np.array([1, 2, 3], np.uint64))[0].tolist() == [101, 102, 8]
 
 

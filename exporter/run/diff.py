@@ -7,7 +7,7 @@ import numpy as np
 
 from ..list_status import ListStatus
 from ..mapping import Contact, Mapper, Rejection
-from ..state import KeySet, SyncState
+from ..state import SeenKeys, SyncState
 
 DIFF_CHUNK = 2048  # contacts compared at a time
 
@@ -31,7 +31,7 @@ class Diff:
     def __init__(self, state: SyncState, full_refresh: bool = False) -> None:
         self._state = state
         self._full_refresh = full_refresh
-        self.seen = KeySet()
+        self.seen = SeenKeys()
         self.unchanged = 0
 
     def changes(self, chunk: list[Contact]) -> tuple[list[Contact], list[Rejection]]:

@@ -12,7 +12,7 @@ import orjson
 
 from ..list_status import ListStatus
 from ..mapping import Contact, Rejection
-from ..state import Entries
+from ..state import StateRows
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +24,13 @@ class SentBatch:
     """
 
     batch_id: str
-    rows: Entries  # key, fingerprint (0 for a removal: nothing of it is on the list), list status, email
+    rows: StateRows  # key, fingerprint (0 for a removal: nothing of it is on the list), list status, email
     customer_ids: bytes  # a JSON list in the batch's order; read only when ActiveCampaign reports failures
     returners: tuple[str, ...]  # emails this export once unsubscribed, to subscribe again once confirmed
 
     @classmethod
     def of(cls, batch_id: str, contacts: list[Contact]) -> "SentBatch":
-        rows = Entries.of((c.key for c in contacts), (c.fingerprint for c in contacts),
+        rows = StateRows.of((c.key for c in contacts), (c.fingerprint for c in contacts),
                           (c.list_status for c in contacts), [c.email for c in contacts])
         rows.fingerprints[rows.flags != ListStatus.SUBSCRIBED] = 0
         return cls(batch_id, rows, orjson.dumps([c.customer_id for c in contacts]),

@@ -1,8 +1,6 @@
 """The sync state in memory: what ActiveCampaign confirmed for each contact, in key-sorted blocks."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from ..list_status import ListStatus
@@ -34,9 +32,7 @@ class SyncState:
         self._set_blocks(_split(*_writable(base.keys[order], base.fingerprints[order], base.flags[order],
                                            order.astype(np.uint32)), self.BLOCK))
         self._recent: list[StateRows] = []
-        self._recent_count = 0
-        self._lock = threading.Lock()  # the confirmations not folded in yet
-        self._folding = threading.Lock()  # one fold at a time
+        self._recent_count = 0  # contacts recorded and not folded in yet
 
     @classmethod
     def from_columns(cls, keys: np.ndarray, fingerprints: np.ndarray, flags: np.ndarray, refs: np.ndarray,
@@ -48,7 +44,6 @@ class SyncState:
         return state
 
     def _set_blocks(self, blocks: list[Block]) -> None:
-        # One tuple, swapped whole: a reader on another thread sees either the old blocks or the new ones.
         self._table = (tuple(blocks), np.array([block[0][0] for block in blocks], np.uint64))
 
     def _column(self, which: int) -> np.ndarray:
@@ -101,38 +96,22 @@ class SyncState:
         return fps, flags
 
     def record(self, rows: StateRows) -> None:
-        """Contacts ActiveCampaign has confirmed; a later confirmation of a key replaces an earlier one."""
+        """Contacts ActiveCampaign has confirmed; a later confirmation of a key replaces an earlier one.
+
+        Folded into the table every ``COMPACT_EVERY`` contacts. Only the run records (on its own thread)."""
         if not len(rows):
             return
-        with self._lock:
-            self._recent.append(rows)
-            self._recent_count += len(rows)
-            if self._recent_count < self.COMPACT_EVERY:
-                return
-            taken = self._start_fold()
-        self._finish_fold(taken)
+        self._recent.append(rows)
+        self._recent_count += len(rows)
+        if self._recent_count >= self.COMPACT_EVERY:
+            self.fold()
 
     def fold(self) -> SyncState:
         """Apply every confirmation recorded so far; returns self."""
-        with self._lock:
-            taken = self._start_fold()
-        self._finish_fold(taken)
+        if self._recent:
+            taken, self._recent, self._recent_count = self._recent, [], 0
+            self._merge(StateRows.concat(taken).latest_per_key())
         return self
-
-    def _start_fold(self) -> list[StateRows]:
-        # Called holding _lock: taking the fold lock before letting go of it applies folds in the order their
-        # confirmations were recorded. Other threads go on recording while a fold runs (which can take long in
-        # wall time on a busy interpreter); they wait only if another fold comes due.
-        taken, self._recent, self._recent_count = self._recent, [], 0
-        self._folding.acquire()
-        return taken
-
-    def _finish_fold(self, taken: list[StateRows]) -> None:
-        try:
-            if taken:
-                self._merge(StateRows.concat(taken).latest_per_key())
-        finally:
-            self._folding.release()
 
     def _merge(self, update: StateRows) -> None:
         blocks = list(self._table[0])
@@ -168,8 +147,7 @@ class SyncState:
 
     @property
     def pending_updates(self) -> int:
-        with self._lock:
-            return self._recent_count
+        return self._recent_count
 
     def subscribed_missing_from(self, seen: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Contacts this export subscribed that are not in ``seen`` (sorted keys): candidates for removal."""
@@ -188,9 +166,7 @@ class SyncState:
     @property
     def nbytes(self) -> int:
         """Memory the state's arrays and emails hold (what grows with the number of contacts)."""
-        with self._lock:
-            recent = sum(e.keys.nbytes + e.fingerprints.nbytes + e.flags.nbytes + len(e.emails.data)
-                         for e in self._recent)
+        recent = sum(r.keys.nbytes + r.fingerprints.nbytes + r.flags.nbytes + len(r.emails.data) for r in self._recent)
         table = sum(a.nbytes for block in self._table[0] for a in block)
         return table + self._emails.nbytes + recent
 
