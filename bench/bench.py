@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -45,7 +45,7 @@ LIST_ID = 3
 API_KEY = "bench-key"
 TIME_SCALE = 10
 CONTAINER = "customer-insights"
-T0 = datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
 
 
 class EmulatorProcess:
@@ -147,7 +147,7 @@ def main() -> int:
     scale = args.time_scale
     workdir = REPO / "bench" / ".work"
     workdir.mkdir(parents=True, exist_ok=True)
-    results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    results: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                      "machine": f"{os.cpu_count()} cores, {_memory_gib()} GiB, {platform.python_implementation()} "
                                 f"{platform.python_version()}", "rows": args.rows}
     results["cpu_reference_us_per_row"] = {"start": cpu_reference()}

@@ -8,6 +8,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from exporter.settings import AZURITE_ACCOUNT_KEY
 
@@ -71,7 +72,7 @@ class Azurite:
                 self.process.wait()
         self.workdir.cleanup()
 
-    def __enter__(self) -> "Azurite":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

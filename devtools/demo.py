@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
@@ -49,7 +49,7 @@ def demo_config(hostname: str) -> dict:
 
 def exporter_cli(args: list[str], env: dict[str, str]) -> int:
     print(f"$ python -m exporter {' '.join(args)}", flush=True)
-    return subprocess.run([sys.executable, "-m", "exporter", *args], env=env, cwd=REPO).returncode
+    return subprocess.run([sys.executable, "-m", "exporter", *args], env=env, cwd=REPO, check=False).returncode
 
 
 def main() -> int:
@@ -63,7 +63,7 @@ def main() -> int:
         container = service.create_container(CONTAINER)
 
         banner("Writing a sample Customer Insights export into Azurite")
-        first_refresh = datetime.now(timezone.utc) - timedelta(hours=6)
+        first_refresh = datetime.now(UTC) - timedelta(hours=6)
         sample = write_sample_export(container, path=EXPORT_PATH, entity="VipCustomers", rows=5000, partitions=3,
                                      seed=7, with_stale_folder=True, bad_rows=True, when=first_refresh)
         for name in sample.partitions:
@@ -95,7 +95,7 @@ def main() -> int:
         banner("The segment changes: a newer export with some rows changed, dropped and added")
         write_sample_export(container, path=EXPORT_PATH, entity="VipCustomers", rows=5000, partitions=3, seed=7,
                             with_stale_folder=False, bad_rows=True,
-                            changes={"modify": 0.02, "drop": 0.01, "add": 25}, when=datetime.now(timezone.utc))
+                            changes={"modify": 0.02, "drop": 0.01, "add": 25}, when=datetime.now(UTC))
         before = len(emulator.bulk_import_requests())
         if exporter_cli(["run", "--config", str(config_path)], env) != 0:
             return 1

@@ -17,10 +17,10 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import quote
 
 from azure.core.exceptions import ResourceExistsError
@@ -107,7 +107,7 @@ class SampleExport:
 class ExpectedContacts(Mapping[str, dict[str, str]]):
     """Email -> expected column values, regenerated on access so that 1M rows cost a small int per email."""
 
-    def __init__(self, generator: "_RowGenerator") -> None:
+    def __init__(self, generator: _RowGenerator) -> None:
         self._generator = generator
         self._rows: dict[str, int] = {}  # email -> row index * 2 + modified
 
@@ -230,7 +230,7 @@ def write_sample_export(
     if rows < 0 or partitions < 1:
         raise ValueError("rows must be >= 0 and partitions >= 1")
     path = (path or default_path(seed)).strip("/")
-    when = _minute(when or datetime.now(timezone.utc))
+    when = _minute(when or datetime.now(UTC))
     generator = _RowGenerator(seed, period=min(1000, max(40, rows // 5)), bad_emails=bad_rows)
     indexes, modified = _apply_changes(generator, rows, changes or {})
     broken = _broken_rows(rows) if bad_rows else {}
@@ -281,8 +281,8 @@ def default_path(seed: int) -> str:
 
 def _minute(when: datetime) -> datetime:
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).replace(second=0, microsecond=0)
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).replace(second=0, microsecond=0)
 
 
 def _timestamp_folder(path: str, entity: str, when: datetime) -> str:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence, TextIO
+from collections.abc import Sequence
+from typing import TextIO
 
 from . import logsafe
 from .errors import ConfigError, ExporterError
@@ -150,8 +151,7 @@ def print_summary(report: RunReport, out: TextIO) -> None:
     if report.requests:
         out.write(f"  requests {report.requests.get('requests', 0):,}, retries {report.requests.get('retries', 0):,}"
                   f", refusals {report.requests.get('refusals', {})}\n")
-    for error in report.errors:
-        out.write(f"  ! {error}\n")
+    out.writelines(f"  ! {error}\n" for error in report.errors)
     out.write(f"  report: exporter-runs/{report.export}/{report.run_id}/report.json\n")
     if report.rejected_rows_blob:
         out.write(f"  rejected rows: {report.rejected_rows_blob}\n")

@@ -43,7 +43,7 @@ def install() -> None:
         record = make_record(*args, **kwargs)
         try:
             message = record.getMessage()
-        except Exception:  # a broken format string: leave it for logging to report
+        except Exception:  # noqa: BLE001 - a broken format string (of any kind): logging reports it itself
             return record
         record.msg, record.args = scrub(message), None
         if record.exc_info and not record.exc_text:

@@ -11,9 +11,10 @@ import secrets
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -27,13 +28,13 @@ MAX_BATCH_IDS_IN_REPORT = 10_000
 
 
 def new_run_id(now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     # Milliseconds keep runs started in the same second in order; the suffix keeps ids unique.
     return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -84,7 +85,7 @@ class RunReport:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunReport":
+    def from_dict(cls, data: dict[str, Any]) -> RunReport:
         counts = dict(data.get("counts") or {})
         counts.pop("rejected", None)
         return cls(
@@ -105,7 +106,9 @@ class RejectedRows:
     """Rejected rows spooled to a temp file (memory stays bounded), uploaded as CSV when the run ends."""
 
     def __init__(self) -> None:
-        self._file = tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024, mode="w+", encoding="utf-8", newline="")
+        # Open for the whole run and closed by close(): a with-block cannot span the run.
+        self._file = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+            max_size=4 * 1024 * 1024, mode="w+", encoding="utf-8", newline="")
         self._writer = csv.writer(self._file)
         self._writer.writerow(REJECTED_COLUMNS)
         self._lock = threading.Lock()

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any, Mapping, NoReturn
+from collections.abc import Mapping
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from azure.core.credentials import TokenCredential

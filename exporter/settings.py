@@ -11,12 +11,20 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping as MappingType
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping as MappingType
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -104,10 +112,11 @@ class Destination(_Strict):
     def _list_id(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().isdigit():
             return int(value.strip())
+        # pydantic turns ValueError (not TypeError) into a validation error naming the field
         if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ValueError("must be the numeric id of an ActiveCampaign list, e.g. \"3\"")
+            raise ValueError("must be the numeric id of an ActiveCampaign list, e.g. \"3\"")  # noqa: TRY004
         if isinstance(value, str):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004
                 f"{value!r} is not a list id: use the number shown in ActiveCampaign under Lists (e.g. \"3\")"
             )
         return value
@@ -195,7 +204,7 @@ class ExportsConfig(_Strict):
     exports: list[ExportConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "ExportsConfig":
+    def _unique_names(self) -> ExportsConfig:
         seen: set[str] = set()
         for export in self.exports:
             if export.name in seen:
@@ -367,7 +376,7 @@ class AppSettings:
     export_schedule: str
 
     @classmethod
-    def from_env(cls, env: MappingType[str, str] | None = None) -> "AppSettings":
+    def from_env(cls, env: MappingType[str, str] | None = None) -> AppSettings:
         env = os.environ if env is None else env
         return cls(
             export_storage=_storage_target(env, "CI_EXPORT_STORAGE"),

@@ -15,7 +15,9 @@ CHUNK_BYTES = 4 * 1024 * 1024
 
 @lru_cache(maxsize=1)
 def _credential():
-    from azure.identity import DefaultAzureCredential  # imported lazily: only Azure needs it
+    from azure.identity import (
+        DefaultAzureCredential,  # imported lazily: only Azure needs it
+    )
 
     return DefaultAzureCredential()
 

@@ -28,10 +28,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
@@ -137,7 +138,7 @@ class KeyVaultDouble:
         with self._lock:
             self._versions[name.lower()][-1].enabled = False
 
-    def wait_for(self, condition: Callable[["KeyVaultDouble"], bool], timeout_s: float = 5.0) -> bool:
+    def wait_for(self, condition: Callable[[KeyVaultDouble], bool], timeout_s: float = 5.0) -> bool:
         """Block until ``condition(self)`` holds (checked whenever the server records something) or time runs out."""
         with self._changed:
             return self._changed.wait_for(lambda: condition(self), timeout=timeout_s)
@@ -171,7 +172,7 @@ class KeyVaultDouble:
         """Options for ``SecretClient``: trust our CA, accept the vault.azure.net challenge on 127.0.0.1."""
         return {"connection_verify": self.ca_file, "verify_challenge_resource": False, **extra}
 
-    def start(self) -> "KeyVaultDouble":
+    def start(self) -> KeyVaultDouble:
         self._dir = Path(tempfile.mkdtemp(prefix="kv-double-"))
         tls = _write_certificates(self._dir)
         self._server = _TlsServer(("127.0.0.1", 0), _handler_for(self), tls, self)
@@ -194,7 +195,7 @@ class KeyVaultDouble:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def __enter__(self) -> "KeyVaultDouble":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -325,7 +326,7 @@ def _handler_for(vault: KeyVaultDouble) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet test output; requests are recorded instead
 
     return Handler
@@ -360,7 +361,7 @@ class _TlsServer(ThreadingHTTPServer):
 
 def _write_certificates(directory: Path) -> ssl.SSLContext:
     """Issue a throwaway CA and a server certificate for 127.0.0.1/localhost; return the server's TLS context."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kv-double test CA")])
     ca_cert = (

@@ -1,8 +1,8 @@
 """The ActiveCampaign client without a server: answers come from ``httpx.MockTransport``, time from a fake clock."""
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -66,7 +66,7 @@ def test_retry_after_in_seconds_is_waited_before_the_retry(status):
 @pytest.mark.parametrize("status", [429, 503])
 def test_retry_after_as_an_http_date_is_measured_against_the_answers_own_date(status):
     time = FakeTime()
-    sent = datetime(2026, 12, 2, 12, 0, 0, tzinfo=timezone.utc)  # far from the fake clock: only the difference counts
+    sent = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)  # far from the fake clock: only the difference counts
     headers = {"Date": format_datetime(sent, usegmt=True),
                "Retry-After": format_datetime(sent + timedelta(seconds=12), usegmt=True)}
     server = Recorder(time, httpx.Response(status, headers=headers), LIST_OK)
@@ -77,8 +77,8 @@ def test_retry_after_as_an_http_date_is_measured_against_the_answers_own_date(st
 
 
 def test_retry_after_as_an_http_date_without_a_date_header_is_measured_against_the_clock():
-    time = FakeTime(start=datetime(2026, 12, 2, 12, 0, 0, tzinfo=timezone.utc).timestamp())
-    until = datetime(2026, 12, 2, 12, 0, 9, tzinfo=timezone.utc)
+    time = FakeTime(start=datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC).timestamp())
+    until = datetime(2026, 12, 2, 12, 0, 9, tzinfo=UTC)
     server = Recorder(time, httpx.Response(429, headers={"Retry-After": format_datetime(until, usegmt=True)}),
                       LIST_OK)
     with client_with(server, time) as client:
@@ -135,9 +135,8 @@ def test_a_whole_batch_400_names_the_refused_contacts():
     time = FakeTime()
     server = Recorder(time, httpx.Response(400, json={"success": 0, "message": "Invalid contacts", "failureReasons": [
         {"contact": 1, "failureReason": "Invalid email address"}]}))
-    with client_with(server, time) as client:
-        with pytest.raises(Exception) as raised:
-            client.bulk_import([b"{}", b"{}"], ["a@example.com", "b@@example.com"])
+    with client_with(server, time) as client, pytest.raises(Exception) as raised:
+        client.bulk_import([b"{}", b"{}"], ["a@example.com", "b@@example.com"])
     assert raised.value.bad == {1: "Invalid email address"}
 
 
@@ -160,9 +159,9 @@ def test_requests_carry_the_key_json_and_the_api_path():
 
 def test_a_refused_key_is_a_destination_error_that_does_not_show_the_key():
     time = FakeTime()
-    with client_with(Recorder(time, httpx.Response(403, json={"message": "Forbidden"})), time) as client:
-        with pytest.raises(DestinationAccessError) as raised:
-            client.check_access(3)
+    client = client_with(Recorder(time, httpx.Response(403, json={"message": "Forbidden"})), time)
+    with client, pytest.raises(DestinationAccessError) as raised:
+        client.check_access(3)
     assert "secret-key" not in str(raised.value)
     assert "403" in str(raised.value)
 
@@ -182,9 +181,9 @@ def test_connection_failures_are_retried_then_reported_as_transient():
 
 def test_a_retry_after_beyond_what_a_run_waits_stops_the_run():
     time = FakeTime()
-    with client_with(Recorder(time, httpx.Response(429, headers={"Retry-After": "86400"})), time) as client:
-        with pytest.raises(TransientError, match="asked to wait 86400 s"):
-            client.check_access(3)
+    client = client_with(Recorder(time, httpx.Response(429, headers={"Retry-After": "86400"})), time)
+    with client, pytest.raises(TransientError, match="asked to wait 86400 s"):
+        client.check_access(3)
 
 
 def test_import_info_answering_false_means_still_waiting():

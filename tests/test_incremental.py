@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from azure.storage.blob import BlobServiceClient
 
@@ -15,7 +15,7 @@ from devtools.sample_export import write_sample_export
 from exporter.settings import STATE_CONTAINER
 from tests.helpers import LIST_ID, export_config, export_dict, rejected_rows, run
 
-T0 = datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
 
 
 def sent_emails(emulator) -> list[str]:

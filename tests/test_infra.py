@@ -66,8 +66,8 @@ FORBIDDEN_ROLES = {
 GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 # Output names that would announce a secret, and expressions that would read one.
-SECRET_OUTPUT_NAME_RE = re.compile(r"secret|password|connectionstring|apikey|accesskey|instrumentationkey|_key$", re.I)
-SECRET_EXPRESSION_RE = re.compile(r"listkeys|listsecrets|list_keys|connectionstring|instrumentationkey|accountkey", re.I)
+SECRET_OUTPUT_NAME_RE = re.compile(r"secret|password|connectionstring|apikey|accesskey|instrumentationkey|_key$", re.IGNORECASE)
+SECRET_EXPRESSION_RE = re.compile(r"listkeys|listsecrets|list_keys|connectionstring|instrumentationkey|accountkey", re.IGNORECASE)
 
 _IDENTIFIER_RE = re.compile(r"^([A-Za-z_]\w*)(?:[.\[!]|$)")
 _INTERPOLATION_RE = re.compile(r"\$\{([^}]*)\}")
@@ -91,7 +91,7 @@ def checkov_report() -> dict[str, Any]:
     checkov = Path(sys.executable).with_name("checkov")
     if not checkov.exists():
         checkov = ROOT / ".venv" / "bin" / "checkov"
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: PLW1510 - checkov exits 1 on failed checks; the test reads its report
         [str(checkov), "-d", str(INFRA), "--framework", "bicep", "--compact", "--skip-download", "-o", "json"],
         capture_output=True,
         text=True,
@@ -218,9 +218,8 @@ def secure_value_leaks(templates: dict[str, Template]) -> list[str]:
         for name, module in template.get("modules", {}).items():
             target = templates.get((Path(path).parent / module["detail"]["path"]).as_posix())
             for param, value in body(module).get("params", {}).items():
-                if references(value) & tainted:
-                    if target is None or not is_secure(target["parameters"][param]):
-                        leaks.append(f"{path}: module {name} parameter {param} is not @secure()")
+                if references(value) & tainted and (target is None or not is_secure(target["parameters"][param])):
+                    leaks.append(f"{path}: module {name} parameter {param} is not @secure()")
     return leaks
 
 
@@ -289,7 +288,7 @@ def test_every_checkov_skip_is_justified(checkov_report: dict[str, Any]) -> None
 def test_plan_is_flex_consumption(templates: dict[str, Template]) -> None:
     plans = all_resources(templates, "Microsoft.Web/serverfarms")
     assert len(plans) == 1
-    path, name, plan = plans[0]
+    _path, name, plan = plans[0]
     assert body(plan)["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
     assert body(plan)["properties"]["reserved"] is True  # Linux
     assert function_app(templates)["properties"]["serverFarmId"] == f"{name}.id"
@@ -342,7 +341,7 @@ def test_key_vault_uses_rbac_soft_delete_and_purge_protection(templates: dict[st
 
 
 def test_api_key_secret_is_written_only_when_given(templates: dict[str, Template]) -> None:
-    (path, name, secret), = all_resources(templates, "Microsoft.KeyVault/vaults/secrets")
+    (path, _name, secret), = all_resources(templates, "Microsoft.KeyVault/vaults/secrets")
     template = templates[path]
     secure = {param for param, declaration in template["parameters"].items() if is_secure(declaration)}
     assert body(secret)["properties"]["value"] in secure
@@ -384,7 +383,7 @@ def test_export_storage_gets_read_access_only(templates: dict[str, Template]) ->
 
 def test_deployer_secrets_officer_is_optional(templates: dict[str, Template]) -> None:
     template = templates["app/rbac.bicep"]
-    for name, assignment in resources(template, "Microsoft.Authorization/roleAssignments").items():
+    for assignment in resources(template, "Microsoft.Authorization/roleAssignments").values():
         role = resolve(template, body(assignment)["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"])
         if role == KEY_VAULT_SECRETS_OFFICER:
             assert {"grantDeployerSecretsOfficer", "deployerPrincipalId"} <= references(condition(assignment))
@@ -579,7 +578,7 @@ def run_hook(tmp_path: Path, event: str, keys_answer: str, **env: str) -> tuple[
         **HOOK_ENV,
         **env,
     }
-    result = subprocess.run(["sh", "-c", hook_script(event)], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(["sh", "-c", hook_script(event)], check=False, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=30)
     calls = [line.split("\x1f")[:-1] for line in log.read_text(encoding="utf-8").splitlines()]
     return result, calls
 

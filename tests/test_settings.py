@@ -8,7 +8,12 @@ import logging
 import pytest
 
 from exporter.errors import ConfigError
-from exporter.settings import AppSettings, load_exports_config, normalise_hostname, parse_exports_config
+from exporter.settings import (
+    AppSettings,
+    load_exports_config,
+    normalise_hostname,
+    parse_exports_config,
+)
 
 VALID = {
     "exports": [{

@@ -8,10 +8,24 @@ import time
 import orjson
 import pytest
 
-from exporter.activecampaign import MAX_REQUEST_BYTES, BatchRejected, ImportStatus, encode_bulk_body
+from exporter.activecampaign import (
+    MAX_REQUEST_BYTES,
+    BatchRejected,
+    ImportStatus,
+    encode_bulk_body,
+)
 from exporter.mapping import Contact
-from exporter.sink import (MAX_BATCH_BYTES, Batch, BatchAccepted, BatchConfirmed, Batcher, BulkSink, ContactRejected,
-                           InFlightWindow, PollTiming)
+from exporter.sink import (
+    MAX_BATCH_BYTES,
+    Batch,
+    BatchAccepted,
+    BatchConfirmed,
+    Batcher,
+    BulkSink,
+    ContactRejected,
+    InFlightWindow,
+    PollTiming,
+)
 
 
 def contact(i: int, size: int = 10) -> Contact:

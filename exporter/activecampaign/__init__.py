@@ -1,6 +1,13 @@
 """ActiveCampaign API v3: the client the exporter uses, its pacing, refusals and the bulk import vocabulary."""
-from .bulk_import import (BODY_OVERHEAD, MAX_CONTACTS_PER_REQUEST, MAX_REQUEST_BYTES, BatchRejected, ImportStatus,
-                          bad_contacts, encode_bulk_body)
+from .bulk_import import (
+                          BODY_OVERHEAD,
+                          MAX_CONTACTS_PER_REQUEST,
+                          MAX_REQUEST_BYTES,
+                          BatchRejected,
+                          ImportStatus,
+                          bad_contacts,
+                          encode_bulk_body,
+)
 from .client import ActiveCampaignClient, ClientStats
 from .pacing import AccountPacers, Pacer
 from .refusals import retry_after_seconds

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import orjson
@@ -20,7 +20,12 @@ from ..list_status import ListStatus
 from ..settings import RateLimits
 from .bulk_import import BatchRejected, ImportStatus, bad_contacts, encode_bulk_body
 from .pacing import AccountPacers, Clock, Pacer, Sleep
-from .refusals import MAX_RETRY_AFTER_SECONDS, Backoff, is_rate_limit_400, retry_after_seconds
+from .refusals import (
+    MAX_RETRY_AFTER_SECONDS,
+    Backoff,
+    is_rate_limit_400,
+    retry_after_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,7 @@ class ActiveCampaignClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "ActiveCampaignClient":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -29,14 +29,14 @@ def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: FURB162 - Python 3.10 rejects "Z"
+        return datetime.fromisoformat(text)
     except ValueError:
         return None
 
 
 def _younger_than(text: str | None, age: timedelta) -> bool:
     when = _parse_time(text)
-    return when is not None and datetime.now(timezone.utc) - when < age  # noqa: UP017 - datetime.UTC is 3.11+
+    return when is not None and datetime.now(UTC) - when < age
 
 
 def _lock_held(state_container: ContainerClient, export: str) -> bool:

@@ -8,7 +8,7 @@ them on its own thread.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from azure.core.exceptions import ResourceModifiedError
@@ -17,12 +17,21 @@ from .. import logsafe
 from ..activecampaign import ActiveCampaignClient
 from ..errors import ConfigError, TransientError
 from ..list_status import ListStatus
-from ..mapping import Contact, Mapper, Reason, Rejection, describe_origin
+from ..mapping import Contact, Reason, Rejection, describe_origin
 from ..preflight import CheckedSource, check_source, connect_destination
 from ..report import RejectedRows, RunReport
 from ..settings import AppSettings, ExportConfig
-from ..sink import (Batch, BatchAccepted, BatchConfirmed, BatchNotConfirmed, Batcher, BulkSink, ContactRejected,
-                    PollTiming, SinkEvent)
+from ..sink import (
+    Batch,
+    BatchAccepted,
+    BatchConfirmed,
+    Batcher,
+    BatchNotConfirmed,
+    BulkSink,
+    ContactRejected,
+    PollTiming,
+    SinkEvent,
+)
 from ..source import iter_rows
 from ..state import Journal, StateStore, SyncState, encode_confirmed, encode_submitted
 from ..storage import blob_service

@@ -3,7 +3,7 @@ so many that the export is more likely wrong than the segment (the brake); conta
 subscribed again."""
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import orjson
 

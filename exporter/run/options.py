@@ -1,8 +1,8 @@
 """What the caller of a run chooses: trigger, dry run, full refresh, forced removal, progress display."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..state import LEASE_SECONDS
 from .progress import Progress

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..activecampaign import ActiveCampaignClient, ImportStatus
 from ..sink import PollTiming

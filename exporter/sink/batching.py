@@ -24,7 +24,7 @@ class Batch:
     def encoded(self) -> list[bytes]:
         return [c.encoded for c in self.contacts]
 
-    def subset(self, indexes: list[int]) -> "Batch":
+    def subset(self, indexes: list[int]) -> Batch:
         return Batch([self.contacts[i] for i in indexes])
 
 

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from ..activecampaign import ActiveCampaignClient, BatchRejected
 from ..mapping import Reason, Rejection
 from .batching import Batch
-from .events import BatchAccepted, BatchConfirmed, BatchNotConfirmed, ContactRejected, SentBatch, SinkEvent
+from .events import (
+    BatchAccepted,
+    BatchConfirmed,
+    BatchNotConfirmed,
+    ContactRejected,
+    SentBatch,
+    SinkEvent,
+)
 from .window import InFlightWindow
 
 log = logging.getLogger(__name__)
@@ -35,7 +42,7 @@ class PollTiming:
     timeout: float
 
     @classmethod
-    def for_rate(cls, requests_per_second: float) -> "PollTiming":
+    def for_rate(cls, requests_per_second: float) -> PollTiming:
         # ActiveCampaign may answer "false" when polled within ~1 s, so the first poll waits ~2 s at its real pace;
         # it all scales with the configured pace (tests use time-scaled limits), with floors so polls never spin.
         return cls(first=max(10.0 / requests_per_second, 0.02), cap=max(50.0 / requests_per_second, 0.25),
@@ -148,7 +155,7 @@ class BulkSink:
         started = time.monotonic()
         try:
             accepted = self._submit(batch)
-        except BaseException as exc:  # the run sees it at its next call and stops
+        except BaseException as exc:  # noqa: BLE001 - whatever it is, the run sees it at its next call and stops
             log.error("bulk import failed: %s", exc)
             self._fail(exc)
             accepted = []
@@ -218,7 +225,7 @@ class BulkSink:
     def _poll_once(self, due: _PollDue) -> None:
         try:
             self._follow_up(due)
-        except BaseException as exc:  # a pool thread's exception is otherwise lost, and the run would wait forever
+        except BaseException as exc:  # noqa: BLE001 - lost in a pool thread otherwise, and the run would wait forever
             log.error("could not confirm bulk import %s: %s", due.batch.batch_id, exc)
             self._fail(exc)
 

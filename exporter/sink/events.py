@@ -5,8 +5,8 @@ the sync state, the journal and the report.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Union
 
 import orjson
 
@@ -29,7 +29,7 @@ class SentBatch:
     returners: tuple[str, ...]  # emails this export once unsubscribed, to subscribe again once confirmed
 
     @classmethod
-    def of(cls, batch_id: str, contacts: list[Contact]) -> "SentBatch":
+    def of(cls, batch_id: str, contacts: list[Contact]) -> SentBatch:
         rows = StateRows.of((c.key for c in contacts), (c.fingerprint for c in contacts),
                           (c.list_status for c in contacts), [c.email for c in contacts])
         rows.fingerprints[rows.flags != ListStatus.SUBSCRIBED] = 0
@@ -71,4 +71,4 @@ class ContactRejected:
     rejection: Rejection
 
 
-SinkEvent = Union[BatchAccepted, BatchConfirmed, BatchNotConfirmed, ContactRejected]
+SinkEvent = BatchAccepted | BatchConfirmed | BatchNotConfirmed | ContactRejected

@@ -47,9 +47,8 @@ param exportsConfig string
 @description('Six-field CRON schedule of the export timer.')
 param exportSchedule string
 
-@description('Python version of the Flex Consumption runtime.')
+@description('Python version of the Flex Consumption runtime (3.11 or later: the exporter uses 3.11 features).')
 @allowed([
-  '3.10'
   '3.11'
   '3.12'
 ])
