@@ -19,14 +19,7 @@ from dataclasses import dataclass
 from ..activecampaign import ActiveCampaignClient, BatchRejected
 from ..mapping import Reason, Rejection
 from .batching import Batch
-from .events import (
-    BatchAccepted,
-    BatchConfirmed,
-    BatchNotConfirmed,
-    ContactRejected,
-    SentBatch,
-    SinkEvent,
-)
+from .events import BatchAccepted, BatchConfirmed, BatchNotConfirmed, ContactRejected, SentBatch, SinkEvent
 from .window import InFlightWindow
 
 log = logging.getLogger(__name__)
