@@ -251,7 +251,8 @@ class Emulator:
 
     def _apply_fault_controls(self, data: dict[str, Any]) -> None:
         """JSON: {"clear": bool, "rate_429".., "paths": [...], "script": [...], "script_path": str,
-        "reject_emails": [...], "fail_at_import": [...]}; rates replace the current ones when any is given."""
+        "retry_after": seconds (for a script of 429/503), "reject_emails": [...], "fail_at_import": [...]};
+        rates replace the current ones when any is given."""
         if not isinstance(data, dict):
             raise ValueError("expected a JSON object")
         if data.get("clear"):
@@ -260,7 +261,7 @@ class Emulator:
         if any(key in data for key in rate_keys):
             self.faults.set(**{key: data[key] for key in rate_keys if key in data})
         if data.get("script"):
-            self.faults.script(data["script"], path=data.get("script_path"))
+            self.faults.script(data["script"], path=data.get("script_path"), retry_after=data.get("retry_after"))
         if data.get("reject_emails"):
             self.reject_emails(data["reject_emails"])
         if data.get("fail_at_import"):
