@@ -11,8 +11,9 @@ import threading
 import time
 import uuid
 from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson

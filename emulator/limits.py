@@ -5,8 +5,9 @@ import bisect
 import random
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 FAULT_KINDS = ("429", "503", "500", "drop", "ratelimit400")
 RETRY_AFTER_KINDS = ("429", "503")  # the faults answered with a Retry-After header
@@ -54,8 +55,7 @@ class PeakCounter:
         horizon = now - self.seconds
         while times[0] <= horizon:
             times.popleft()
-        if len(times) > self.peak:
-            self.peak = len(times)
+        self.peak = max(self.peak, len(times))
 
 
 @dataclass
