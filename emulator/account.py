@@ -11,15 +11,16 @@ import threading
 import time
 import uuid
 from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
 from .bulk import MAX_BODY_BYTES, MAX_CONTACTS, BulkRequest, parse_bulk_request
 from .emails import is_valid_email, normalise_email
-from .limits import Faults, PeakCounter, SlidingWindow
+from .limits import Fault, Faults, PeakCounter, SlidingWindow
 from .store import SUBSCRIBED, UNSUBSCRIBED, Contact, ImportBatch, Store
 
 API_PREFIX = "/api/3"
@@ -178,7 +179,10 @@ class Account:
         else:
             reply = self._admit_and_route(method, path, dict(parse_qsl(split.query)), body, bulk, entry, arrived)
         entry["status"] = reply.status
-        entry["fault"] = fault
+        entry["fault"] = None if fault is None else fault.kind
+        # What the reply's Retry-After asked for, in seconds, as the client reads it; None without one.
+        headers = reply.headers if isinstance(reply, Reply) else ()
+        entry["retryAfter"] = next((float(value) for name, value in headers if name == "Retry-After"), None)
         with self.lock:
             entry["time"] = round(self._clock() - self.started, 6)
             self.log.add(entry)
@@ -204,8 +208,10 @@ class Account:
             return str(max(1, math.ceil(seconds)))
         return f"{max(seconds, 0.001):.3f}".rstrip("0").rstrip(".")
 
-    def _fault_reply(self, kind: str) -> Reply | _Drop:
-        retry = (("Retry-After", self._retry_after(self.config.scaled(1.0))),)
+    def _fault_reply(self, fault: Fault) -> Reply | _Drop:
+        kind = fault.kind
+        seconds = self.config.scaled(1.0) if fault.retry_after is None else fault.retry_after
+        retry = (("Retry-After", self._retry_after(seconds)),)
         if kind == "429":
             return _message(429, "Too Many Requests")._replace(headers=retry)
         if kind == "503":

@@ -5,10 +5,12 @@ import bisect
 import random
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 FAULT_KINDS = ("429", "503", "500", "drop", "ratelimit400")
+RETRY_AFTER_KINDS = ("429", "503")  # the faults answered with a Retry-After header
 
 
 class SlidingWindow:
@@ -53,8 +55,7 @@ class PeakCounter:
         horizon = now - self.seconds
         while times[0] <= horizon:
             times.popleft()
-        if len(times) > self.peak:
-            self.peak = len(times)
+        self.peak = max(self.peak, len(times))
 
 
 @dataclass
@@ -74,10 +75,14 @@ class _Rates:
         return None
 
 
-@dataclass
-class _Scripted:
+@dataclass(frozen=True)
+class Fault:
+    """A fault to answer with. ``retry_after`` (real seconds; whole seconds, rounded up, at time_scale 1, as AC
+    sends them) replaces the default Retry-After of one time-scaled second."""
+
     kind: str
-    path: str | None
+    path: str | None = None
+    retry_after: float | None = None
 
 
 @dataclass
@@ -86,11 +91,12 @@ class Faults:
 
     ``set`` makes faults random (seeded); ``script`` queues faults for the next matching requests, in order,
     and takes precedence. Paths match when the given text occurs in the request path (``"bulk_import"``).
+    Scripted 429 and 503 faults may name their own Retry-After (``retry_after``, in seconds as sent).
     """
 
     seed: int = 0
     _rates: _Rates = field(default_factory=_Rates)
-    _script: list[_Scripted] = field(default_factory=list)
+    _script: list[Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -104,39 +110,47 @@ class Faults:
         with self._lock:
             self._rates = rates
 
-    def script(self, kinds: Iterable[str], path: str | None = None) -> None:
+    def script(self, kinds: Iterable[str], path: str | None = None, retry_after: float | None = None) -> None:
         kinds = [str(kind) for kind in kinds]
         unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
         if unknown:
             raise ValueError(f"unknown fault kinds {unknown}; use {list(FAULT_KINDS)}")
+        if retry_after is not None:
+            if isinstance(retry_after, bool) or not isinstance(retry_after, (int, float)) or not retry_after > 0:
+                raise ValueError(f"retry_after must be a number of seconds > 0, got {retry_after!r}")
+            without = sorted({kind for kind in kinds if kind not in RETRY_AFTER_KINDS})
+            if without:
+                raise ValueError(f"only {list(RETRY_AFTER_KINDS)} answer with Retry-After, not {without}")
+            retry_after = float(retry_after)
         with self._lock:
-            self._script.extend(_Scripted(kind, path) for kind in kinds)
+            self._script.extend(Fault(kind, path, retry_after) for kind in kinds)
 
     def clear(self) -> None:
         with self._lock:
             self._rates = _Rates()
             self._script.clear()
 
-    def draw(self, path: str) -> str | None:
+    def draw(self, path: str) -> Fault | None:
         """The fault for this request, or None to process it normally."""
         with self._lock:
             for i, scripted in enumerate(self._script):
                 if scripted.path is None or scripted.path in path:
                     del self._script[i]
-                    return scripted.kind
+                    return scripted
             rates = self._rates
             if rates.paths is not None and not any(p in path for p in rates.paths):
                 return None
             if not (rates.rate_429 or rates.rate_503 or rates.rate_500 or rates.rate_drop):
                 return None
-            return rates.pick(self._random.random())
+            kind = rates.pick(self._random.random())
+            return None if kind is None else Fault(kind)
 
     def describe(self) -> dict[str, Any]:
         with self._lock:
             rates = self._rates
             return {"rate_429": rates.rate_429, "rate_503": rates.rate_503, "rate_500": rates.rate_500,
                     "rate_drop": rates.rate_drop, "paths": None if rates.paths is None else list(rates.paths),
-                    "script": [{"kind": s.kind, "path": s.path} for s in self._script]}
+                    "script": [{"kind": s.kind, "path": s.path, "retry_after": s.retry_after} for s in self._script]}
 
 
 def _paths(paths: Iterable[str]) -> tuple[str, ...]:

@@ -9,14 +9,23 @@ import gc
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from .account import API_PREFIX, BULK_IMPORT_PATH, DROP, Account, Config, Reply, json_reply
+from .account import (
+    API_PREFIX,
+    BULK_IMPORT_PATH,
+    DROP,
+    Account,
+    Config,
+    Reply,
+    json_reply,
+)
 from .emails import is_valid_email, normalise_email
 from .limits import Faults
 from .store import SUBSCRIBED, UNSUBSCRIBED
@@ -55,7 +64,7 @@ class Emulator:
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         if self._server is not None:
             raise RuntimeError("emulator already started")
         self._server = _Server(("127.0.0.1", self._port), self)
@@ -74,7 +83,7 @@ class Emulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Self:
         return self if self._server is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -212,7 +221,7 @@ class Emulator:
         """Everything back to the start: initial lists, no contacts, no log, no faults, empty rate windows."""
         self.account.reset()
 
-    def _applied(self) -> "_AppliedStore":
+    def _applied(self) -> _AppliedStore:
         return _AppliedStore(self.account)
 
     # --- /__emulator control routes ----------------------------------------------------------------------
@@ -251,16 +260,17 @@ class Emulator:
 
     def _apply_fault_controls(self, data: dict[str, Any]) -> None:
         """JSON: {"clear": bool, "rate_429".., "paths": [...], "script": [...], "script_path": str,
-        "reject_emails": [...], "fail_at_import": [...]}; rates replace the current ones when any is given."""
+        "retry_after": seconds (for a script of 429/503), "reject_emails": [...], "fail_at_import": [...]};
+        rates replace the current ones when any is given."""
         if not isinstance(data, dict):
-            raise ValueError("expected a JSON object")
+            raise TypeError("expected a JSON object")
         if data.get("clear"):
             self.faults.clear()
         rate_keys = ("rate_429", "rate_503", "rate_500", "rate_drop", "paths")
         if any(key in data for key in rate_keys):
             self.faults.set(**{key: data[key] for key in rate_keys if key in data})
         if data.get("script"):
-            self.faults.script(data["script"], path=data.get("script_path"))
+            self.faults.script(data["script"], path=data.get("script_path"), retry_after=data.get("retry_after"))
         if data.get("reject_emails"):
             self.reject_emails(data["reject_emails"])
         if data.get("fail_at_import"):
@@ -319,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 120  # idle keep-alive connections end after this
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:

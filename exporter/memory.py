@@ -1,4 +1,7 @@
-"""Process memory: the peak to report, glibc settings that keep a long run's memory flat, and the cyclic GC."""
+"""Process memory: the peak to report, glibc settings that keep a long run's memory flat, and the cyclic GC.
+
+``tune_process()`` applies the settings; the process's entry points call it once, before any thread allocates.
+"""
 from __future__ import annotations
 
 import ctypes
@@ -6,6 +9,7 @@ import ctypes.util
 import gc
 import logging
 import platform
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -14,10 +18,13 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _MMAP_THRESHOLD_BYTES = 256 * 1024
 _ARENA_MAX = 2
-_tuned = False
+_allocator_tuned = False
+_process_tuned = False
+_process_lock = threading.Lock()
 # A run allocates a few container objects a row (row lists, contacts) that almost all die young and form no
-# cycles. At Python's default of 700 a 1M-row run made ~1,700 collections costing ~2 s of the interpreter lock
-# (6% of the run); at 50,000 it makes a handful. Cycles are still collected, in at most ~50,000 objects' time.
+# cycles. At Python's default of 700 the young generation fills over and over during a run, and each collection
+# holds the interpreter lock that the sending threads need while finding nothing to free; at 50,000 collections
+# are rare. Cycles are still collected, within at most ~50,000 allocations.
 GC_YOUNG_THRESHOLD = 50_000
 
 
@@ -33,17 +40,32 @@ def peak_memory_mb() -> float | None:
     return None
 
 
+def tune_process() -> None:
+    """Apply the allocator and GC settings below, once per process; later calls do nothing.
+
+    Call it first thing in each entry point (the CLI's main, the function app's module), before the threads that
+    allocate are started: glibc's arena cap only limits arenas created after it.
+    """
+    global _process_tuned
+    with _process_lock:
+        if _process_tuned:
+            return
+        _process_tuned = True
+    tune_allocator()
+    tune_gc()
+
+
 def tune_allocator() -> bool:
     """Make glibc give freed memory back instead of keeping it for later (once per process; glibc only).
 
     The sync state is rebuilt in arrays of several MB on the sink's threads while rows stream through the main
     thread. By default glibc raises its mmap threshold after the first large free and gives each thread its own
-    arena, so those arrays land in heaps that small objects then pin: a 1M-row run's memory grew by ~450 bytes a
-    row. A fixed threshold (large blocks are mmapped and unmapped on free) and two arenas keep it near what is
-    really held (~70 bytes a row).
+    arena, so later arrays land in heaps where small objects allocated around them pin the memory after the
+    arrays are freed: the process grows with the export instead of with what it holds. A fixed threshold (large
+    blocks are mmapped and unmapped on free) and two arenas keep it near what is really held.
     """
-    global _tuned
-    if _tuned:
+    global _allocator_tuned
+    if _allocator_tuned:
         return True
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
@@ -52,7 +74,7 @@ def tune_allocator() -> bool:
         ok = libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES) == 1 and libc.mallopt(_M_ARENA_MAX, _ARENA_MAX) == 1
     except (OSError, AttributeError):
         return False
-    _tuned = ok
+    _allocator_tuned = ok
     if not ok:
         log.debug("mallopt refused the memory settings; memory may grow with the export")
     return ok

@@ -6,8 +6,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import orjson
@@ -307,6 +308,39 @@ def test_random_faults_hit_only_the_chosen_paths_and_can_be_cleared(free):
         assert bulk(http, [contact("r@example.com")]).status_code == 200
     with pytest.raises(ValueError):
         free.faults.script(["teapot"])
+
+
+def test_scripted_429_and_503_can_name_their_retry_after_once(emu):
+    emu.faults.script(["429"], retry_after=1.5)  # any route
+    emu.faults.script(["503"], path="bulk_import", retry_after=2)
+    with client(emu) as http:
+        refused = http.get("/lists/3")
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1.5"
+        assert http.get("/lists/3").status_code == 200  # once
+        unavailable = bulk(http, [contact("later@example.com")])
+        assert unavailable.status_code == 503 and unavailable.headers["Retry-After"] == "2"
+        emu.faults.script(["503"])
+        default = http.get("/lists/3")
+        assert default.status_code == 503 and float(default.headers["Retry-After"]) == round(1 / 60, 3)
+        assert bulk(http, [contact("later@example.com")]).status_code == 200
+        # Over HTTP, as a test in another process would steer it.
+        assert httpx.post(emu.hostname + "/__emulator/faults",
+                          json={"script": ["429"], "script_path": "lists", "retry_after": 0.25}).status_code == 200
+        assert http.get("/lists/3").headers["Retry-After"] == "0.25"
+    # The log says what each reply's Retry-After asked for, so a test can check the client's wait.
+    assert [(e["status"], e["fault"], e["retryAfter"]) for e in emu.requests] == [
+        (429, "429", 1.5), (200, None, None), (503, "503", 2.0), (503, "503", 0.017), (200, None, None),
+        (429, "429", 0.25)]
+    with pytest.raises(ValueError):
+        emu.faults.script(["500"], retry_after=1)  # a 500 has no Retry-After
+    with pytest.raises(ValueError):
+        emu.faults.script(["429"], retry_after=0)
+
+
+def test_retry_after_is_whole_seconds_at_real_time():
+    with Emulator(KEY, lists={LIST: "N"}).start() as server, client(server) as http:
+        server.faults.script(["429"], retry_after=1.2)
+        assert http.get("/lists/3").headers["Retry-After"] == "2"
 
 
 # --- list membership -----------------------------------------------------------------------------------------

@@ -1,14 +1,24 @@
 """The export pipeline end to end: Azurite (real SDK) → exporter → ActiveCampaign emulator (real HTTP)."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 
 import pytest
 
+from devtools.sample_export import EMAIL as EMAIL_COLUMN
 from devtools.sample_export import write_sample_export
 from exporter.cli import main as cli_main
-from tests.helpers import API_KEY, LIST_ID, export_config, export_dict, rejected_rows, run
+from tests.helpers import (
+    API_KEY,
+    LIST_ID,
+    export_config,
+    export_dict,
+    rejected_rows,
+    run,
+)
 
 
 def write_config(tmp_path, *exports) -> str:
@@ -23,7 +33,9 @@ def test_export_with_faults_delivers_every_valid_contact_and_reports_every_bad_r
                                  partitions=3, seed=11, with_stale_folder=True, bad_rows=True)
     refused_by_ac = sorted(sample.expected)[17]  # our validator accepts it; AC refuses the whole batch over it
     emulator.reject_emails({refused_by_ac})
-    emulator.faults.script(["429", "503", "drop", "ratelimit400", "500"], path="bulk_import")
+    # A Retry-After longer than the bulk imports' spacing, so a retry sent without waiting for it arrives early.
+    emulator.faults.script(["429", "503"], path="bulk_import", retry_after=0.2)
+    emulator.faults.script(["drop", "ratelimit400", "500"], path="bulk_import")
     emulator.faults.set(rate_429=0.05, rate_503=0.05, rate_drop=0.03, paths=("bulk_import",))
 
     with caplog.at_level(logging.DEBUG):
@@ -34,22 +46,43 @@ def test_export_with_faults_delivers_every_valid_contact_and_reports_every_bad_r
     assert 20 * len(sample.expected) / 2**20 < report.state_memory_mb < 100 * len(sample.expected) / 2**20
     expected = {email: values for email, values in sample.expected.items() if email != refused_by_ac}
     assert emulator.subscribers(LIST_ID) == set(expected)
+    held = {contact["email"]: contact for contact in emulator.contacts()}
     for email, values in expected.items():
-        contact = emulator.contact(email)
-        assert contact["firstName"] == (values["FirstName"].strip() or None) or not values["FirstName"].strip()
-        assert contact["lastName"] == values["LastName"].strip() or not values["LastName"].strip()
-        assert "ci-vip" in contact["tags"]
-    assert not {c["email"] for c in emulator.contacts()} & {e.lower() for e in sample.stale_emails}
+        # What AC holds is exactly what the row says (trimmed); the sample has no blank names, so a contact
+        # whose names were lost or left blank fails here.
+        assert values["FirstName"].strip() and values["LastName"].strip() and values["Phone"].strip()
+        contact = held[email]
+        assert (contact["firstName"], contact["lastName"], contact["phone"]) == (
+            values["FirstName"].strip(), values["LastName"].strip(), values["Phone"].strip()), email
+        assert (contact["fields"], contact["tags"]) == ({"1": values["City"]}, ["ci-vip"]), email
+    assert sample.stale_emails and not held.keys() & {e.lower() for e in sample.stale_emails}
 
     rows = rejected_rows(report)
     by_customer = {row["CustomerId"]: row["reason"] for row in rows}
-    for customer_id, _kind in sample.rejected:
-        assert customer_id in by_customer, f"bad row {customer_id} missing from the rejected report"
-    assert any(row["email"].lower() == refused_by_ac and row["reason"] == "rejected_by_activecampaign" for row in rows)
+    assert sample.rejected
+    for customer_id, kind in sample.rejected:
+        assert by_customer.get(customer_id) == kind, f"bad row {customer_id} ({kind}) not reported as such"
+    assert [row["reason"] for row in rows if row["email"].lower() == refused_by_ac] == ["rejected_by_activecampaign"]
+    assert len(rows) == len(sample.rejected) + 1  # and nothing else
     counts = report.counts
     assert counts["rowsRead"] == sample.total_rows
+    assert counts["confirmed"] == len(expected)
     assert counts["confirmed"] + sum(report.rejected.values()) == sample.total_rows
-    assert report.requests["retries"] >= 5  # the scripted faults were met and retried
+
+    # Each fault was met, and each refused bulk import was sent again with the same contacts; after a 429 or
+    # 503, not before its Retry-After had passed.
+    bulk = emulator.bulk_import_requests()
+    faults = [entry for entry in bulk if entry["fault"] is not None]
+    assert [entry["fault"] for entry in faults[:5]] == ["429", "503", "drop", "ratelimit400", "500"]
+    for refusal in faults:
+        retry = next((entry for entry in bulk if entry["arrived"] > refusal["arrived"]
+                      and entry["emails"] == refusal["emails"]), None)
+        assert retry is not None, f"a bulk import refused with {refusal['fault']} was never sent again"
+        if refusal["fault"] in ("429", "503"):
+            waited = retry["arrived"] - refusal["time"]
+            assert waited >= refusal["retryAfter"], \
+                f"a bulk import refused with {refusal['fault']}, Retry-After {refusal['retryAfter']} s, " \
+                f"was sent again {waited:.3f} s later"
 
     assert API_KEY not in caplog.text
     for email in list(expected)[:50]:
@@ -60,14 +93,19 @@ def test_a_partition_exported_twice_is_reported_as_duplicates(app_env, emulator,
     sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=8000,
                                  partitions=2, seed=9, with_stale_folder=False, bad_rows=False)
     first, second = sample.partitions
-    container.get_blob_client(second).upload_blob(container.download_blob(first).readall(), overwrite=True)
+    first_csv = container.download_blob(first).readall()
+    container.get_blob_client(second).upload_blob(first_csv, overwrite=True)
+    in_first = {row[EMAIL_COLUMN].strip().lower() for row in csv.reader(io.StringIO(first_csv.decode("utf-8")))}
+    expected = {email for email in sample.expected if email in in_first}  # the first partition's valid emails
     report = run(export_config("twice", emulator.hostname, container.container_name, sample.path))
     assert report.status == "completed", report.errors
     counts = report.counts
     # The second half of the rows fills whole diff chunks with nothing but repeats (this once crashed the run).
-    assert counts["confirmed"] == len(emulator.subscribers(LIST_ID)) and counts["confirmed"] < 4000
-    assert report.rejected["duplicate_email"] >= counts["rowsRead"] / 2
-    assert counts["confirmed"] + sum(report.rejected.values()) == counts["rowsRead"] == 8000
+    assert emulator.subscribers(LIST_ID) == expected
+    assert counts["confirmed"] == len(expected) and 0 < len(expected) < 4000
+    # Every row after the first with its email is a duplicate: the whole second partition, and the first's repeats.
+    assert report.rejected == {"duplicate_email": 8000 - len(expected)}
+    assert counts["rowsRead"] == 8000
 
 
 def test_non_ascii_and_quoted_values_arrive_exactly(app_env, emulator, container):
@@ -82,7 +120,8 @@ def test_non_ascii_and_quoted_values_arrive_exactly(app_env, emulator, container
         assert contact["firstName"] == values["FirstName"].strip()
         assert contact["lastName"] == values["LastName"].strip()
     with_comma = [e for e, v in sample.expected.items() if "," in v["City"] or "\n" in v["City"]]
-    for email in with_comma[:20]:
+    assert with_comma, "the sample should contain cities with a comma"
+    for email in with_comma:
         assert emulator.contact(email)["fields"]["1"] == sample.expected[email]["City"]
 
 
@@ -92,7 +131,7 @@ def test_dry_run_reads_and_reports_without_sending(app_env, emulator, container)
     report = run(export_config("vip", emulator.hostname, container.container_name, sample.path), dry_run=True)
     assert report.status == "completed"
     assert report.counts["wouldSend"] == len(sample.expected)
-    assert emulator.bulk_import_requests() == []
+    assert emulator.requests == [] and emulator.contacts() == []  # "without sending anything": not one request
 
 
 @pytest.mark.parametrize("case, overrides, message", [
@@ -116,7 +155,8 @@ def test_bad_input_exits_2_with_a_clear_message_and_sends_nothing(
     out = capsys.readouterr()
     assert code == 2, out
     assert message in out.out + out.err
-    assert emulator.bulk_import_requests() == []
+    # At most the access check was made (a GET); nothing was written to AC.
+    assert [r for r in emulator.requests if r["method"] != "GET"] == [] and emulator.contacts() == []
     assert "wrong-key" not in out.out + out.err and API_KEY not in out.out + out.err
 
 
@@ -130,7 +170,7 @@ def test_disabled_or_unconsented_exports_are_skipped_with_the_reason(app_env, em
     out = capsys.readouterr().out
     assert code == 0
     assert "disabled by an administrator" in out and "no data-privacy consent" in out
-    assert emulator.requests == [] or all("bulk_import" not in r["path"] for r in emulator.requests)
+    assert emulator.requests == []  # skipped before anything is asked of AC
 
 
 def test_validate_and_status_commands(app_env, emulator, container, tmp_path, capsys):
@@ -140,8 +180,10 @@ def test_validate_and_status_commands(app_env, emulator, container, tmp_path, ca
                                                 sample.path))
     assert cli_main(["validate", "--config", config]) == 0
     assert "key accepted, list 3" in capsys.readouterr().out
-    assert emulator.bulk_import_requests() == []
+    validated = emulator.requests
+    assert validated and all(r["method"] == "GET" for r in validated) and emulator.contacts() == []
     assert cli_main(["run", "--config", config]) == 0
+    assert emulator.subscribers(LIST_ID) == set(sample.expected)
     capsys.readouterr()
     assert cli_main(["status", "--config", config]) == 0
     status = capsys.readouterr().out
