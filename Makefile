@@ -23,6 +23,7 @@ demo: setup
 	$(PY) -m devtools.demo
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 bench: setup

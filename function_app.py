@@ -6,8 +6,10 @@ naming it, and never stops the host from finding these functions.
 import azure.functions as func
 
 from exporter.functions import arrival, http_api, queue_worker, schedule
+from exporter.memory import tune_process
 from exporter.settings import RUN_QUEUE
 
+tune_process()  # allocator and GC settings, once per worker process, before any run starts threads
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 

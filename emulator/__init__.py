@@ -32,4 +32,4 @@ from .limits import FAULT_KINDS, Faults
 from .server import Emulator, tune_gc_for_millions
 from .store import SUBSCRIBED, UNSUBSCRIBED
 
-__all__ = ["Emulator", "Faults", "FAULT_KINDS", "SUBSCRIBED", "UNSUBSCRIBED", "tune_gc_for_millions"]
+__all__ = ["FAULT_KINDS", "SUBSCRIBED", "UNSUBSCRIBED", "Emulator", "Faults", "tune_gc_for_millions"]

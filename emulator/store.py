@@ -9,8 +9,9 @@ first collection, where a million tracked objects would be rescanned over and ov
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 

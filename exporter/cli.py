@@ -12,7 +12,7 @@ from typing import TextIO
 
 from . import logsafe
 from .errors import ConfigError, ExporterError
-from .memory import tune_allocator, tune_gc
+from .memory import tune_process
 from .preflight import check_source, connect_destination
 from .report import ReportStore, RunReport
 from .run import Progress, RunOptions, run_export
@@ -25,8 +25,7 @@ log = logging.getLogger("exporter")
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
-    tune_allocator()
-    tune_gc()
+    tune_process()
     try:
         return args.handler(args)
     except ConfigError as exc:
