@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from exporter.activecampaign import ActiveCampaignClient, Pacer, bad_contacts
-from exporter.errors import DestinationAccessError, TransientError
+from exporter.errors import ConfigError, DestinationAccessError, TransientError
 from exporter.settings import RateLimits
 
 BASE = "https://acme.api-us1.com/api/3"
@@ -262,4 +262,13 @@ def test_whole_batch_400_reasons_map_to_contacts_by_index_or_email():
     assert bad_contacts(data, emails) == {2: "Invalid email address", 0: "bad"}
     assert bad_contacts({"failureReasons": []}, emails) == {}
 
+
+
+
+@pytest.mark.parametrize("proxy", ["ftp://user:hunter2@proxy.example:21", "socks5://user:hunter2@proxy.example:1080"])
+def test_a_proxy_httpx_cannot_use_is_a_config_error_naming_the_fix(monkeypatch, proxy):
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    with pytest.raises(ConfigError, match="HTTPS_PROXY") as raised:
+        ActiveCampaignClient(BASE, "secret-key", LIMITS)
+    assert "hunter2" not in str(raised.value) and "NO_PROXY" in str(raised.value)
 

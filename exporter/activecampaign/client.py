@@ -15,7 +15,7 @@ from typing import Any, Self
 import httpx
 import orjson
 
-from ..errors import DestinationAccessError, ExporterError, TransientError
+from ..errors import ConfigError, DestinationAccessError, ExporterError, TransientError
 from ..list_status import ListStatus
 from ..settings import RateLimits
 from .bulk_import import BatchRejected, ImportStatus, bad_contacts, encode_bulk_body
@@ -67,11 +67,7 @@ class ActiveCampaignClient:
                  timeout: float = 60.0, transport: httpx.BaseTransport | None = None,
                  clock: Clock = time.monotonic, sleep: Sleep = time.sleep, wall_clock: Clock = time.time) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.base_url + "/", transport=transport, timeout=timeout,
-            headers={"Api-Token": api_key, "Accept": "application/json", "User-Agent": USER_AGENT},
-            # Every sender and poller thread may hold a connection: keep them all alive between requests.
-            limits=httpx.Limits(max_connections=128, max_keepalive_connections=128))
+        self._http = _http_client(self.base_url, api_key, timeout, transport)
         self.pacers = AccountPacers(limits, clock=clock, sleep=sleep)
         self._backoff = Backoff(limits.requests_per_second)
         self._max_attempts = max_attempts
@@ -207,6 +203,19 @@ class ActiveCampaignClient:
         if status >= 400:
             detail = str(_json(response).get("message") or response.reason_phrase)
             raise ExporterError(f"{what} answered {status}: {detail}")
+
+
+def _http_client(base_url: str, api_key: str, timeout: float, transport: httpx.BaseTransport | None) -> httpx.Client:
+    try:
+        return httpx.Client(
+            base_url=base_url + "/", transport=transport, timeout=timeout,
+            headers={"Api-Token": api_key, "Accept": "application/json", "User-Agent": USER_AGENT},
+            # Every sender and poller thread may hold a connection: keep them all alive between requests.
+            limits=httpx.Limits(max_connections=128, max_keepalive_connections=128))
+    except (ValueError, ImportError) as exc:  # httpx refuses the proxy the environment names (scheme, SOCKS)
+        raise ConfigError(
+            f"the proxy named in HTTPS_PROXY / HTTP_PROXY / ALL_PROXY cannot be used ({type(exc).__name__}); name an "
+            "http:// or https:// proxy there, or list ActiveCampaign's host in NO_PROXY") from None
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
