@@ -133,6 +133,10 @@ class Destination(_Strict):
             return f"{self.hostname}/api/3"
         return f"https://{self.hostname}/api/3"
 
+    def summary(self) -> dict[str, Any]:
+        """Where contacts go, as run reports and the exports list show it: ``{"hostname", "listId"}``."""
+        return {"hostname": self.hostname, "listId": self.list_id}
+
 
 class Mapping(_Strict):
     email: str = Field(min_length=1)
