@@ -6,16 +6,13 @@ Unknown keys are errors so that a typo such as ``listid`` cannot pass silently.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
-import logging
 import os
 import re
 from collections.abc import Mapping as MappingType
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -27,16 +24,16 @@ from pydantic import (
 )
 
 from ..errors import ConfigError
-
-log = logging.getLogger(__name__)
-
-DEFAULT_SECRET_NAME = "activecampaign-api-key"
-DEFAULT_EXPORT_SCHEDULE = "0 0 */6 * * *"  # every 6 hours, on the hour
-# The container Customer Insights exports into; the on-arrival blob trigger watches it.
-DEFAULT_EXPORT_CONTAINER = "customer-insights"
-RUNS_CONTAINER = "exporter-runs"
-STATE_CONTAINER = "exporter-state"
-RUN_QUEUE = "export-runs"
+from .hostname import normalise_hostname
+from .names import (
+    DEFAULT_EXPORT_CONTAINER,
+    DEFAULT_EXPORT_SCHEDULE,
+    DEFAULT_SECRET_NAME,
+    EXPORT_NAME_RE,
+    RUN_QUEUE,
+    RUNS_CONTAINER,
+    STATE_CONTAINER,
+)
 
 # App settings the code reads in Azure (identity-based connections, no keys). infra/ must set exactly these.
 AZURE_APP_SETTINGS = frozenset(
@@ -63,10 +60,6 @@ LOCAL_APP_SETTINGS = frozenset(
     {"EXPORTS_CONFIG", "EXPORT_SCHEDULE", "KEY_VAULT_URL", "CI_EXPORT_CONTAINER", "CI_EXPORT_STORAGE",
      "AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME"}
 )
-
-EXPORT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
 class _Strict(BaseModel):
@@ -224,56 +217,6 @@ class ExportsConfig(_Strict):
         raise ConfigError(f"no export named {name!r} in the config; configured exports: {known}")
 
 
-def normalise_hostname(value: str) -> str:
-    """Return a bare hostname, or ``http://127.0.0.1:PORT`` for a local emulator.
-
-    Accepts a pasted ``https://host/`` with a warning; rejects paths, credentials, other schemes,
-    and plain http to anything but the local machine.
-    """
-    raw = value.strip()
-    if "://" not in raw:
-        if "/" in raw or "@" in raw or ":" in raw:
-            raise ValueError(
-                f"{value!r} must be the hostname only, like youraccount.api-us1.com "
-                "(no path, port or credentials)"
-            )
-        return _check_label_syntax(raw.lower(), value)
-    parts = urlsplit(raw)
-    scheme = parts.scheme.lower()
-    if parts.username or parts.password:
-        raise ValueError("must not contain credentials; put the API key in Key Vault instead (got a URL with user info)")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(
-            f"{value!r} must be the hostname only, like youraccount.api-us1.com (remove the path "
-            f"{parts.path!r}; the exporter adds /api/3 itself)"
-        )
-    host = (parts.hostname or "").lower()
-    if scheme == "http" and host in _LOCAL_HOSTS and parts.port:
-        return f"http://{host}:{parts.port}"
-    if scheme == "http":
-        raise ValueError(
-            f"{value!r} uses plain http; ActiveCampaign needs https. Give the hostname only, like youraccount.api-us1.com "
-            "(http is allowed only for a local emulator at http://127.0.0.1:PORT)"
-        )
-    if scheme != "https":
-        raise ValueError(f"{value!r} has scheme {scheme!r}; give the hostname only, like youraccount.api-us1.com")
-    if parts.port:
-        raise ValueError(f"{value!r} must be the hostname only, without a port")
-    log.warning("destination.hostname %r: using hostname %r (the https:// prefix is not needed)", value, host)
-    return _check_label_syntax(host, value)
-
-
-def _check_label_syntax(host: str, original: str) -> str:
-    labels = host.split(".")
-    if len(labels) < 2 or not all(_LABEL_RE.match(label) for label in labels):
-        raise ValueError(f"{original!r} is not a valid hostname; expected something like youraccount.api-us1.com")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    raise ValueError(f"{original!r} is an IP address; give your ActiveCampaign account hostname")
-
-
 def load_exports_config(source: str) -> ExportsConfig:
     """Load and validate the exports config from a file path or from JSON text (``EXPORTS_CONFIG``)."""
     text = source.strip()
@@ -414,3 +357,27 @@ AZURITE_CONNECTION_STRING = (
     "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
     "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
 )
+__all__ = [
+    "AZURE_APP_SETTINGS",
+    "AZURITE_ACCOUNT_KEY",
+    "AZURITE_CONNECTION_STRING",
+    "DEFAULT_EXPORT_CONTAINER",
+    "DEFAULT_EXPORT_SCHEDULE",
+    "DEFAULT_SECRET_NAME",
+    "EXPORT_NAME_RE",
+    "LOCAL_APP_SETTINGS",
+    "RUNS_CONTAINER",
+    "RUN_QUEUE",
+    "STATE_CONTAINER",
+    "AppSettings",
+    "Destination",
+    "ExportConfig",
+    "ExportsConfig",
+    "Mapping",
+    "RateLimits",
+    "Source",
+    "StorageTarget",
+    "load_exports_config",
+    "normalise_hostname",
+    "parse_exports_config",
+]
