@@ -51,6 +51,7 @@ def test_full_example_parses_with_defaults():
     export = parse_exports_config(VALID).exports[0]
     assert export.destination.list_id == 3
     assert export.destination.base_url == "https://youraccount.api-us1.com/api/3"
+    assert export.destination.summary() == {"hostname": "youraccount.api-us1.com", "listId": 3}
     assert export.mapping.fields == {"7": "City"}
     assert export.skip_reason() is None
 

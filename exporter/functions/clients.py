@@ -87,4 +87,4 @@ def new_run_report(export: ExportConfig, trigger: str, status: str, run_id: str 
 
 def destination_dict(export: ExportConfig) -> dict[str, Any]:
     """Where an export sends contacts, as run reports and the exports list show it."""
-    return {"hostname": export.destination.hostname, "listId": export.destination.list_id}
+    return export.destination.summary()

@@ -21,7 +21,7 @@ def run_export(export: ExportConfig, app: AppSettings, options: RunOptions | Non
     options = options or RunOptions()
     report = RunReport(run_id=options.run_id or new_run_id(), export=export.name, trigger=options.trigger,
                        dry_run=options.dry_run, full_refresh=options.full_refresh)
-    report.destination = {"hostname": export.destination.hostname, "listId": export.destination.list_id}
+    report.destination = export.destination.summary()
     reports = ReportStore(blob_service(app.app_storage))
     skip = export.skip_reason()
     if skip:
