@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
@@ -81,10 +80,6 @@ def new_run_report(export: ExportConfig, trigger: str, status: str, run_id: str 
     """A report for a run the triggers queue or skip (the run itself later saves its own)."""
     report = RunReport(run_id=run_id or new_run_id(), export=export.name, trigger=trigger, status=status,
                        full_refresh=full_refresh)
-    report.destination = destination_dict(export)
+    report.destination = export.destination.summary()
     return report
 
-
-def destination_dict(export: ExportConfig) -> dict[str, Any]:
-    """Where an export sends contacts, as run reports and the exports list show it."""
-    return export.destination.summary()

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..report import RunReport
 from ..settings import EXPORT_NAME_RE, ExportConfig, ExportsConfig
 from .admission import claim_and_enqueue, enqueue_all
-from .clients import AppClients, destination_dict
+from .clients import AppClients
 from .log_setup import prepare_logging
 from .messages import RUN_ID_RE, InvalidStartOptions, StartOptions
 
@@ -162,7 +162,7 @@ def list_exports(req: func.HttpRequest) -> func.HttpResponse:
             "name": export.name, "enabled": export.enabled, "privacyConsent": export.privacy_consent,
             "canRun": export.skip_reason() is None, "skipReason": export.skip_reason(),
             "source": {"container": export.source.container, "path": export.source.path},
-            "destination": destination_dict(export),
+            "destination": export.destination.summary(),
             "lastRun": _last_run(req, last[0]) if last else None,
         })
     return _json_response(200, {"exports": items})
