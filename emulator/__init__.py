@@ -7,7 +7,9 @@
 
 As a process: ``python -m emulator --port 0 --api-key KEY --list 3:Newsletter --time-scale 60`` prints
 ``emulator listening on http://127.0.0.1:PORT``; ``/__emulator/stats|requests|contact`` (GET) and
-``/__emulator/faults|reset|reset_log`` (POST) inspect and steer it without auth.
+``/__emulator/faults|unsubscribe|reset|reset_log`` (POST) inspect and steer it without auth.
+``emu.unsubscribe(email, list_id, own=True)`` is a person's own unsubscribe (a campaign's link); ``own=False``
+an admin's or another integration's.
 
 Choices where AC's documentation is silent:
 - Limits are sliding windows (AC's second and minute divided by time_scale). A window that would be shorter
@@ -25,6 +27,10 @@ Choices where AC's documentation is silent:
   ``{"status": "completed", "success": [ids as strings], "failure": [emails]}``.
 - Empty names/phone in a bulk import leave the stored values as they are. Subscribing only adds contacts that
   are not on the list yet: unsubscribed (2) stays unsubscribed. "callback" is accepted and ignored.
+- List memberships (``GET /contacts/{id}/contactLists`` and the ``contactLists`` side-load) carry ``udate`` (in
+  the account's zone, UTC-5) once unsubscribed, and for a person's own unsubscribe ``unsubreason``, ``campaign``,
+  ``message`` and ``ip4Unsub``; an API or admin unsubscribe leaves those unset ("" / "0"). Unsubscribing someone
+  already unsubscribed changes nothing; subscribing clears them. ``sdate`` is not kept (null).
 - Faults are decided before auth and limits, leave no trace but the log entry (status 0 for "drop"), and do
   not count against the rate limits. Requests to /__emulator are not logged.
 """

@@ -237,6 +237,8 @@ class Account:
             return self._list_contacts(query)
         if key == ("GET", "contacts", 2):
             return self._get_contact(parts[1])
+        if key == ("GET", "contacts", 3) and parts[2] == "contactLists":
+            return self._get_contact_lists(parts[1])
         if key == ("POST", "contacts", 1):
             return self._sync_contact(body, create_only=True)
         if key == ("POST", "contact", 2) and parts[1] == "sync":
@@ -388,11 +390,17 @@ class Account:
         return json_reply(200, {
             "contact": self._contact_json(contact),
             "fieldValues": self._field_values_json(contact),
-            "contactLists": [{"contact": cid, "list": str(list_id), "status": str(status)}
-                             for list_id, status in store.statuses_of(contact.id).items()],
+            "contactLists": store.memberships(contact.id),
             "contactTags": [{"contact": cid, "tag": str(tag_id)} for tag_id in contact.tags],
             "tags": [{"id": str(tag_id), "tag": store.tag_name(tag_id)} for tag_id in contact.tags],
         })
+
+    def _get_contact_lists(self, raw_id: str) -> Reply:
+        contact = self.store.by_id(_int(raw_id) or 0)
+        if contact is None:
+            return _message(404, f"No Result found for Subscriber with id {raw_id}")
+        memberships = self.store.memberships(contact.id)
+        return json_reply(200, {"contactLists": memberships, "meta": {"total": str(len(memberships))}})
 
     def _sync_contact(self, body: bytes, *, create_only: bool) -> Reply:
         data = _object(body, "contact")

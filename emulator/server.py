@@ -28,7 +28,7 @@ from .account import (
 )
 from .emails import is_valid_email, normalise_email
 from .limits import Faults
-from .store import SUBSCRIBED, UNSUBSCRIBED
+from .store import OWN_UNSUBSCRIBE, SUBSCRIBED, UNSUBSCRIBED
 
 CONTROL_PREFIX = "/__emulator"
 MAX_REQUEST_BYTES = 8_000_000  # far above AC's limit, so oversize requests still get AC's own 400
@@ -192,12 +192,14 @@ class Emulator:
                 store.set_status(contact.id, list_id, status)
             return store.view(contact)
 
-    def unsubscribe(self, email: str, list_id: int) -> None:
+    def unsubscribe(self, email: str, list_id: int, *, own: bool = False) -> None:
+        """Take a contact off a list: by an admin or another integration (``own=False``: no details), or by the
+        person themselves through a campaign's unsubscribe link (``own=True``: reason, campaign and message set)."""
         with self._applied() as store:
             found = store.by_email(email.strip())
             if found is None:
                 raise KeyError(f"no contact {email!r}")
-            store.set_status(found.id, list_id, UNSUBSCRIBED)
+            store.set_status(found.id, list_id, UNSUBSCRIBED, OWN_UNSUBSCRIBE if own else None)
 
     def add_list(self, name: str) -> int:
         with self.account.lock:
@@ -241,6 +243,10 @@ class Emulator:
             if (method, route) == ("POST", "faults"):
                 self._apply_fault_controls(orjson.loads(body or b"{}"))
                 return json_reply(200, {"faults": self.faults.describe()})
+            if (method, route) == ("POST", "unsubscribe"):  # {"email", "list", "own": bool}
+                data = orjson.loads(body or b"{}")
+                self.unsubscribe(str(data["email"]), int(data["list"]), own=bool(data.get("own")))
+                return json_reply(200, {"unsubscribed": data["email"]})
             if (method, route) == ("POST", "reset"):
                 self.reset()
                 return json_reply(200, {"reset": True})

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 import orjson
@@ -20,6 +21,12 @@ from .bulk import InvalidContact, field_pairs, list_id_of, tag_names, text_of
 SUBSCRIBED = 1
 UNSUBSCRIBED = 2
 _TAG_SET_CACHE_SIZE = 10_000
+# ActiveCampaign writes list membership dates in the account's time zone, with its UTC offset.
+ACCOUNT_TIMEZONE = timezone(timedelta(hours=-5))
+# What a person's own unsubscribe leaves on the membership (a campaign's unsubscribe link); an API or admin
+# unsubscribe leaves these empty.
+OWN_UNSUBSCRIBE = {"unsubreason": "I no longer want to receive these emails", "campaign": "7", "message": "12",
+                   "ip4Unsub": "203.0.113.9"}
 # Names and field values repeat a lot (first names, cities, tiers): keep one copy of each, up to this many.
 _SHARED_STRINGS = 300_000
 
@@ -75,6 +82,9 @@ class Store:
         self._strings: dict[str, str] = {}
         self._statuses: dict[int, dict[int, int]] = {}  # list id -> {contact id: status}
         self._status_counts: dict[int, list[int]] = {}  # list id -> [unused, subscribed, unsubscribed]
+        # (list id, contact id) -> what an unsubscribe left on the membership: udate and, for a person's own
+        # unsubscribe, its reason and campaign. Kept only while unsubscribed (few contacts, unlike statuses).
+        self._unsubscribes: dict[tuple[int, int], dict[str, str]] = {}
         self._list_versions: dict[int, int] = {}
         self._sorted_ids: dict[tuple[int, int | None], tuple[int, list[int]]] = {}
         self._batches: dict[str, ImportBatch] = {}
@@ -93,11 +103,18 @@ class Store:
         self._list_versions.setdefault(list_id, 0)
         return list_id
 
-    def set_status(self, contact_id: int, list_id: int, status: int) -> None:
+    def set_status(self, contact_id: int, list_id: int, status: int, details: dict[str, str] | None = None) -> None:
+        """Change a list membership. An unsubscribe records when (``udate``) and ``details`` (a person's own
+        unsubscribe: reason, campaign, message); unsubscribing someone already unsubscribed changes nothing."""
         statuses = self._statuses[list_id]
         old = statuses.get(contact_id)
         if old == status:
             return
+        if status == UNSUBSCRIBED:
+            udate = datetime.now(UTC).astimezone(ACCOUNT_TIMEZONE).isoformat(timespec="seconds")
+            self._unsubscribes[(list_id, contact_id)] = {"udate": udate, **(details or {})}
+        else:
+            self._unsubscribes.pop((list_id, contact_id), None)
         counts = self._status_counts[list_id]
         if old is not None:
             counts[old] -= 1
@@ -111,6 +128,19 @@ class Store:
 
     def statuses_of(self, contact_id: int) -> dict[int, int]:
         return {list_id: s[contact_id] for list_id, s in self._statuses.items() if contact_id in s}
+
+    def memberships(self, contact_id: int) -> list[dict[str, str]]:
+        """The contact's list memberships as ``contactLists`` shows them (unset fields as ActiveCampaign leaves
+        them: null dates, "0" campaign and message, empty reason)."""
+        out = []
+        for list_id, status in self.statuses_of(contact_id).items():
+            unsubscribe = self._unsubscribes.get((list_id, contact_id), {})
+            out.append({"contact": str(contact_id), "list": str(list_id), "status": str(status),
+                        "id": f"{list_id}-{contact_id}", "sdate": None, "udate": unsubscribe.get("udate"),
+                        "unsubreason": unsubscribe.get("unsubreason", ""), "campaign": unsubscribe.get("campaign", "0"),
+                        "message": unsubscribe.get("message", "0"), "ip4Unsub": unsubscribe.get("ip4Unsub", "0"),
+                        "sourceid": "0"})
+        return out
 
     def count_on_list(self, list_id: int, status: int | None) -> int:
         counts = self._status_counts[list_id]

@@ -141,6 +141,7 @@ def print_summary(report: RunReport, out: TextIO) -> None:
     rows = [("rows read", counts.get("rowsRead", 0)), ("sent", counts.get("sent", 0)),
             ("confirmed by ActiveCampaign", counts.get("confirmed", 0)), ("unchanged (not sent)", counts.get("unchanged", 0)),
             ("unsubscribed (mirror)", counts.get("unsubscribed", 0)), ("re-subscribed", counts.get("resubscribed", 0)),
+            ("opted out (held back)", counts.get("optedOut", 0)),
             ("would send (dry run)", counts.get("wouldSend", 0)), ("rejected", sum(report.rejected.values()))]
     for label, value in rows:
         if value or label in ("rows read", "rejected"):

@@ -27,6 +27,7 @@ class Reason(str, Enum):
     MALFORMED_ROW = "malformed_row"
     REJECTED_BY_ACTIVECAMPAIGN = "rejected_by_activecampaign"
     NOT_CONFIRMED = "not_confirmed"
+    OPTED_OUT = "opted_out"  # unsubscribed from the list by other means than this export: never subscribed again
 
 
 
@@ -36,8 +37,9 @@ class Contact:
     """One contact for bulk import. ``key`` identifies the email, ``encoded`` is the JSON object AC receives.
 
     ``fingerprint`` is filled in by the diff stage; ``list_status`` is what the import does to the contact's
-    list membership; ``resubscribe`` marks a contact this export once removed (bulk import will not subscribe
-    them again, so it takes a separate call).
+    list membership. ``unsubscribed_at`` is set for a contact this export once took off the list: when that
+    unsubscribe was confirmed (Unix seconds; 0 if unknown). ``resubscribe`` marks one of them the opt-out check
+    cleared for subscribing again (bulk import does not, so it takes a separate call once confirmed).
     """
 
     key: int
@@ -46,6 +48,7 @@ class Contact:
     encoded: bytes
     fingerprint: int = 0
     list_status: ListStatus = ListStatus.SUBSCRIBED
+    unsubscribed_at: int = 0
     resubscribe: bool = False
     origin: tuple[str, int, int] | None = None  # (partition, record, line), for reporting a duplicate
 

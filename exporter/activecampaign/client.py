@@ -131,6 +131,32 @@ class ActiveCampaignClient:
         contacts = _json(response).get("contacts") or []
         return str(contacts[0]["id"]) if contacts else None
 
+    def unsubscribed_emails(self, list_id: int) -> set[str]:
+        """Every contact unsubscribed from the list (by anyone), lower-cased, read a page of 100 at a time."""
+        emails: set[str] = set()
+        after = 0
+        while True:
+            params = {"listid": list_id, "status": int(ListStatus.UNSUBSCRIBED), "limit": 100,
+                      "orders[id]": "ASC", "id_greater": after}
+            response = self._request("GET", "contacts", params=params)
+            self._raise_for_status(response, "GET /contacts")
+            page = _json(response).get("contacts") or []
+            for contact in page:
+                emails.add(str(contact.get("email", "")).lower())
+                after = max(after, int(contact["id"]))
+            if len(page) < 100:
+                return emails
+
+    def list_membership(self, contact_id: str, list_id: int) -> dict[str, Any] | None:
+        """The contact's membership of the list as ActiveCampaign keeps it (status, udate, unsubscribe details),
+        or None when it is not on the list."""
+        response = self._request("GET", f"contacts/{contact_id}/contactLists")
+        self._raise_for_status(response, f"GET /contacts/{contact_id}/contactLists")
+        for membership in _json(response).get("contactLists") or []:
+            if isinstance(membership, dict) and str(membership.get("list")) == str(list_id):
+                return membership
+        return None
+
     def set_list_status(self, contact_id: str, list_id: int, status: ListStatus) -> None:
         """Subscribe or unsubscribe one contact; the only call that re-subscribes someone."""
         body = {"contactList": {"list": list_id, "contact": int(contact_id), "status": int(status)}}

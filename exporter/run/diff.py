@@ -35,8 +35,8 @@ class Diff:
         self.unchanged = 0
 
     def changes(self, chunk: list[Contact]) -> tuple[list[Contact], list[Rejection]]:
-        """The contacts of ``chunk`` to send (new or changed, with their fingerprint and whether they return to
-        the list) and the duplicates to reject. Only those get a Python step each."""
+        """The contacts of ``chunk`` to send (new or changed, with their fingerprint and, for one this export
+        took off the list, when it did) and the duplicates to reject. Only those get a Python step each."""
         keys = np.fromiter((c.key for c in chunk), np.uint64, len(chunk))
         first = self.seen.add_new(keys)
         old_fps, old_flags = self._state.lookup(keys)
@@ -47,11 +47,12 @@ class Diff:
         self.unchanged += int(np.count_nonzero(unchanged))
         duplicates = [Mapper.duplicate(chunk[i]) for i in np.flatnonzero(~first).tolist()]
         changed = first & ~unchanged
-        returning = old_flags[changed] == ListStatus.UNSUBSCRIBED
+        # For a contact this export unsubscribed, the state's fingerprint column holds when that was confirmed.
+        unsubscribed_at = np.where(old_flags[changed] == ListStatus.UNSUBSCRIBED, old_fps[changed], 0)
         to_send = []
-        for i, fp, back in zip(np.flatnonzero(changed).tolist(), fps[changed].tolist(), returning.tolist()):
+        for i, fp, at in zip(np.flatnonzero(changed).tolist(), fps[changed].tolist(), unsubscribed_at.tolist()):
             contact = chunk[i]
             contact.fingerprint = fp
-            contact.resubscribe = back
+            contact.unsubscribed_at = at
             to_send.append(contact)
         return to_send, duplicates

@@ -8,6 +8,7 @@ them on its own thread.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -37,6 +38,7 @@ from ..state import Journal, StateStore, SyncState, encode_confirmed, encode_sub
 from ..storage import blob_service
 from . import mirror
 from .diff import DIFF_CHUNK, Diff
+from .opt_outs import OptOutCheck
 from .options import RunOptions
 from .progress import ProgressMeter
 from .resume import resume
@@ -59,6 +61,7 @@ class ExportRun:
                                       export.destination.rate_limits.bulk_imports_per_minute)
         self.state = SyncState()
         self._returners: list[str] = []  # emails to subscribe again once the sink is done
+        self._opt_outs: OptOutCheck | None = None  # None in a dry run
         self._removal_blocked: str | None = None  # why mirror mode unsubscribed nobody
 
     # --- the run -------------------------------------------------------------------------------------------
@@ -91,6 +94,7 @@ class ExportRun:
             etag = store.save(self.export.name, self.state, etag)
             store.drop_journal(self.export.name)
         list_size_before = self.state.subscribed_count()  # the mirror brake's measure of the list
+        self._opt_outs = OptOutCheck(client, self.export.destination.list_id)
         bulk_rate = self.export.destination.rate_limits.bulk_imports_per_minute / 60.0
         journal = store.journal(self.export.name, bulk_rate)
         sink = BulkSink(client, bulk_rate=bulk_rate, poll=self._poll_timing())
@@ -100,7 +104,8 @@ class ExportRun:
             if self.export.remove_missing:
                 self._send_all(sink, journal, self._removals(diff, list_size_before))
             self._drain(sink, journal)
-            self.counts["resubscribed"] += mirror.resubscribe(client, self.export.destination.list_id, self._returners)
+            cleared = [self._opt_outs.cleared[email] for email in self._returners]
+            self.counts["resubscribed"] += mirror.resubscribe(client, self.export.destination.list_id, cleared)
             self.report.state_memory_mb = round((self.state.nbytes + diff.seen.nbytes) / 2**20, 1)
         finally:
             sink.close()
@@ -161,7 +166,16 @@ class ExportRun:
         for rejection in duplicates:
             self._reject(rejection)
         self.counts["unchanged"] = diff.unchanged
-        return to_send
+        if self._opt_outs is None:
+            return to_send
+        return [contact for contact in to_send if not self._held_back(contact)]
+
+    def _held_back(self, contact: Contact) -> bool:
+        opted_out = self._opt_outs.hold_back(contact) if self._opt_outs else None
+        if opted_out is not None:
+            self._reject(opted_out)
+            self.counts["optedOut"] += 1
+        return opted_out is not None
 
     def _removals(self, diff: Diff, list_size_before: int) -> Iterable[Contact]:
         """Mirror mode: the contacts that left the segment, unless the brake holds."""
@@ -228,6 +242,9 @@ class ExportRun:
                     self._reject(Rejection(customer_id, email, Reason.REJECTED_BY_ACTIVECAMPAIGN,
                                            f"ActiveCampaign reported that import {batch.batch_id} failed for it"))
             rows = rows.without_emails(set(failed))
+        unsubscribed = rows.flags == ListStatus.UNSUBSCRIBED
+        if unsubscribed.any():  # the state keeps when this export's unsubscribe was confirmed (see opt_outs)
+            rows.fingerprints[unsubscribed] = int(time.time())
         self.state.record(rows)
         journal.append(encode_confirmed(batch.batch_id, set(failed)))
         subscribed = int(np.count_nonzero(rows.flags == ListStatus.SUBSCRIBED))

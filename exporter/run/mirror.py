@@ -1,6 +1,6 @@
 """Mirror mode: contacts this export put on the list that left the segment are unsubscribed, unless there are
 so many that the export is more likely wrong than the segment (the brake); contacts that come back are
-subscribed again."""
+subscribed again, unless they opted out meanwhile (see opt_outs)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -31,12 +31,11 @@ def removals(keys: Iterable[int], emails: Iterable[str], list_id: int) -> Iterat
                       list_status=ListStatus.UNSUBSCRIBED)
 
 
-def resubscribe(client: ActiveCampaignClient, list_id: int, emails: Iterable[str]) -> int:
-    """Subscribe contacts this export once took off the list again (bulk import does not); returns how many."""
+def resubscribe(client: ActiveCampaignClient, list_id: int, contact_ids: Iterable[str]) -> int:
+    """Subscribe contacts this export once took off the list again (bulk import does not); only contacts the
+    opt-out check cleared come here. Returns how many."""
     done = 0
-    for email in emails:
-        contact_id = client.find_contact_id(email)
-        if contact_id is not None:
-            client.set_list_status(contact_id, list_id, ListStatus.SUBSCRIBED)
-            done += 1
+    for contact_id in contact_ids:
+        client.set_list_status(contact_id, list_id, ListStatus.SUBSCRIBED)
+        done += 1
     return done

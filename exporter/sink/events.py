@@ -24,7 +24,7 @@ class SentBatch:
     """
 
     batch_id: str
-    rows: StateRows  # key, fingerprint (0 for a removal: nothing of it is on the list), list status, email
+    rows: StateRows  # key, fingerprint (0 for a removal until the run records when it was confirmed), status, email
     customer_ids: bytes  # a JSON list in the batch's order; read only when ActiveCampaign reports failures
     returners: tuple[str, ...]  # emails this export once unsubscribed, to subscribe again once confirmed
 

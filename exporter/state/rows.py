@@ -1,4 +1,7 @@
-"""Contacts as parallel arrays: key, fingerprint, list-status flag (a ``ListStatus``) and email."""
+"""Contacts as parallel arrays: key, fingerprint, list-status flag (a ``ListStatus``) and email.
+
+For a subscribed contact the fingerprint is a digest of what ActiveCampaign received; for one this export
+unsubscribed it is when that unsubscribe was confirmed (Unix seconds; 0 when unknown, as in older states)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
