@@ -28,6 +28,11 @@ class TransientError(ExporterError):
     """Network or service trouble that outlasted the client's own retries."""
 
 
+class LockLost(TransientError):
+    """The run could not renew its lock before the lease could expire: it stops, so that it never sends
+    alongside a second run; the next run resumes."""
+
+
 class RunLocked(ExporterError):
     """Another run of the same export holds the lock."""
 

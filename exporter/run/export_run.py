@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from azure.core.exceptions import ResourceModifiedError
 
 from .. import logsafe
 from ..activecampaign import ActiveCampaignClient
-from ..errors import ConfigError, TransientError
+from ..errors import ConfigError, LockLost, TransientError
 from ..list_status import ListStatus
 from ..mapping import Contact, Reason, Rejection, describe_origin
 from ..preflight import CheckedSource, check_source, connect_destination
@@ -34,7 +34,7 @@ from ..sink import (
     SinkEvent,
 )
 from ..source import iter_rows
-from ..state import Journal, StateStore, SyncState, encode_confirmed, encode_submitted
+from ..state import ExportLock, Journal, StateStore, SyncState, encode_confirmed, encode_submitted
 from ..storage import blob_service
 from . import mirror
 from .diff import DIFF_CHUNK, Diff
@@ -62,6 +62,7 @@ class ExportRun:
         self.state = SyncState()
         self._returners: list[str] = []  # emails to subscribe again once the sink is done
         self._opt_outs: OptOutCheck | None = None  # None in a dry run
+        self._health_checks: tuple[Callable[[], None], ...] = ()  # the lock's and the journal's
         self._removal_blocked: str | None = None  # why mirror mode unsubscribed nobody
 
     # --- the run -------------------------------------------------------------------------------------------
@@ -78,11 +79,11 @@ class ExportRun:
         client, _ = connect_destination(self.export, self.app)
         with client:
             store = StateStore(blob_service(self.app.app_storage))
-            with store.lock(self.export.name, self.report.run_id, self.options.lock_wait_seconds):
-                self._sync(store, client, checked)
+            with store.lock(self.export.name, self.report.run_id, self.options.lock_wait_seconds) as lock:
+                self._sync(store, client, checked, lock)
             self.report.requests = client.stats.as_dict()
 
-    def _sync(self, store: StateStore, client: ActiveCampaignClient, checked: CheckedSource) -> None:
+    def _sync(self, store: StateStore, client: ActiveCampaignClient, checked: CheckedSource, lock: ExportLock) -> None:
         loaded = store.load(self.export.name, self.report.run_id)
         self.state, etag = loaded.state, loaded.etag
         if loaded.problem:
@@ -97,7 +98,9 @@ class ExportRun:
         self._opt_outs = OptOutCheck(client, self.export.destination.list_id)
         bulk_rate = self.export.destination.rate_limits.bulk_imports_per_minute / 60.0
         journal = store.journal(self.export.name, bulk_rate)
+        self._health_checks = (lock.check, journal.check)
         sink = BulkSink(client, bulk_rate=bulk_rate, poll=self._poll_timing())
+        lock_lost = False
         try:
             diff = Diff(self.state, self.options.full_refresh)
             self._send_all(sink, journal, self._changes(checked, diff))
@@ -107,10 +110,14 @@ class ExportRun:
             cleared = [self._opt_outs.cleared[email] for email in self._returners]
             self.counts["resubscribed"] += mirror.resubscribe(client, self.export.destination.list_id, cleared)
             self.report.state_memory_mb = round((self.state.nbytes + diff.seen.nbytes) / 2**20, 1)
+        except LockLost:
+            lock_lost = True  # another run may hold the lock now: the state is left to it, the journal to resume
+            raise
         finally:
             sink.close()
             journal.stop()
-            self._save_state(store, etag)
+            if not lock_lost:
+                self._save_state(store, etag)
         self.counts["bulkRequests"] = sink.requests_accepted
         self.progress.update("done", self.counts, self._rejected_total(), force=True)
         self._fail_on_unconfirmed()
@@ -208,6 +215,7 @@ class ExportRun:
     def _send(self, sink: BulkSink, journal: Journal, batch: Batch) -> None:
         while not sink.has_room():
             self._apply(sink.next_events(EVENT_WAIT_SECONDS), journal)
+        self._check_health()
         sink.send(batch)
         self.counts["sent"] += sum(1 for c in batch.contacts if c.list_status == ListStatus.SUBSCRIBED)
         self.counts["batches"] += 1
@@ -216,8 +224,14 @@ class ExportRun:
     def _drain(self, sink: BulkSink, journal: Journal) -> None:
         """Wait until every batch has its outcome, applying events as they come."""
         while not sink.settled():
+            self._check_health()
             self._apply(sink.next_events(EVENT_WAIT_SECONDS), journal)
         self._apply(sink.next_events(), journal)
+
+    def _check_health(self) -> None:
+        """Stops the run (raises) when it may have lost its lock or cannot write its journal."""
+        for check in self._health_checks:
+            check()
 
     def _apply(self, events: list[SinkEvent], journal: Journal) -> None:
         for event in events:

@@ -9,15 +9,21 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import orjson
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import AzureError
 from azure.storage.blob import ContainerClient
 
+from ..errors import TransientError
 from .rows import StateRows
 from .state_file import decode_rows, encode_rows
+
+MAX_APPEND_BYTES = 4 * 1024 * 1024  # an append blob's largest block
+MAX_UNWRITTEN_SECONDS = 30  # records older than this and still unwritten stop the run
+STOP_WAIT_SECONDS = 10  # how long stopping waits for the last write
 
 log = logging.getLogger(__name__)
 
@@ -87,56 +93,75 @@ class Journal:
         self._blob = container.get_blob_client(f"{export}/journal")
         self._buffer = bytearray()
         self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
         self._interval = interval
         self._max_pending = max_pending
         self._pending = 0
+        self._due = threading.Event()  # wakes the writer early: enough submitted batches are waiting
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.error: Exception | None = None
+        self._unwritten_since: float | None = None  # when the oldest record not yet written was appended
 
     def start(self) -> Journal:
         self._blob.create_append_blob()
-        self._thread = threading.Thread(target=self._flush_loop, name="journal", daemon=True)
+        self._thread = threading.Thread(target=self._write_loop, name="journal", daemon=True)
         self._thread.start()
         return self
 
     def append(self, record: bytes) -> None:
         with self._lock:
-            self._buffer += record
+            self._add(record)
 
     def append_submitted(self, record: bytes) -> None:
-        """Append a submitted-batch record; writes when ``max_pending`` of them are waiting."""
+        """Append a submitted-batch record; the writer wakes when ``max_pending`` of them are waiting."""
         with self._lock:
-            self._buffer += record
+            self._add(record)
             self._pending += 1
-            due = self._pending >= self._max_pending
-        if due:
-            self.flush()
+            if self._pending >= self._max_pending:
+                self._due.set()
 
-    def _flush_loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.flush()
+    def _add(self, record: bytes) -> None:
+        if self._unwritten_since is None:
+            self._unwritten_since = time.monotonic()
+        self._buffer += record
 
-    def flush(self) -> None:
-        with self._flush_lock:  # keeps records in order across threads
-            with self._lock:
-                data, self._buffer, self._pending = bytes(self._buffer), bytearray(), 0
-            self._write(data)
+    def check(self) -> None:
+        """Raises TransientError when records have waited too long to be written: a resumed run would not know
+        what this run sent, so the run must not go on as if it did."""
+        since = self._unwritten_since
+        if since is not None and time.monotonic() - since > MAX_UNWRITTEN_SECONDS:
+            raise TransientError(f"the resume journal could not be written for {MAX_UNWRITTEN_SECONDS} s (is the app's "
+                                 "storage reachable?); the run stopped, and the next run resumes where it left off")
 
-    def _write(self, data: bytes) -> None:
+    def _write_loop(self) -> None:
+        """The only writer: appends the buffered records in order, until stopped (then once more)."""
+        while not self._stop.is_set():
+            self._due.wait(self._interval)
+            self._due.clear()
+            self._write_buffered()
+        self._write_buffered()
+
+    def _write_buffered(self) -> None:
+        with self._lock:
+            data, self._buffer, self._pending = bytes(self._buffer), bytearray(), 0
         if not data:
             return
-        # Append blocks are at most 4 MiB.
-        for start in range(0, len(data), 4 * 1024 * 1024):
-            try:
-                self._blob.append_block(data[start:start + 4 * 1024 * 1024])
-            except HttpResponseError as exc:  # resume then resends a little more; the run itself goes on
-                self.error = exc
-                log.warning("could not write the resume journal: %s", exc.message)
+        try:
+            for start in range(0, len(data), MAX_APPEND_BYTES):
+                self._blob.append_block(data[start:start + MAX_APPEND_BYTES])
+        except AzureError as exc:  # kept, in order, for the next try; check() tells the run if it lasts
+            with self._lock:
+                self._buffer[:0] = data[start:]
+            log.warning("could not write the resume journal: %s", type(exc).__name__)
+            return
+        with self._lock:
+            if not self._buffer:
+                self._unwritten_since = None
 
     def stop(self) -> None:
+        """Stop the writer after it has written what is buffered, waiting at most ``STOP_WAIT_SECONDS``: storage
+        that does not answer must not hold the run up (the records still unwritten are then lost, and the next
+        run sends those batches again)."""
         self._stop.set()
+        self._due.set()
         if self._thread:
-            self._thread.join(timeout=10)
-        self.flush()
+            self._thread.join(timeout=STOP_WAIT_SECONDS)
