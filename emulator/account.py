@@ -171,6 +171,7 @@ class Account:
             bulk = parse_bulk_request(body, self.rejected_emails)
             entry["contacts"] = bulk.count
             entry["emails"] = bulk.emails
+            entry["excludeAutomations"] = bulk.exclude_automations
         fault = self.faults.draw(path)
         if fault is not None:
             reply: Reply | _Drop = self._fault_reply(fault)
@@ -275,7 +276,8 @@ class Account:
         # An import applied at once reuses the contacts parsed at acceptance; a queued one parses its body again
         # when applied (see ImportBatch).
         batch = ImportBatch(self._new_batch_id(), now, due_at, bulk.body, bulk.emails,
-                            items=bulk.items if due_at <= now else None)
+                            items=bulk.items if due_at <= now else None,
+                            exclude_automations=bulk.exclude_automations)
         self.store.queue_import(batch)
         self.store.apply_due(now, self.fail_emails, limit=0, through=batch)  # an import_delay of 0 applies now
         entry["batchId"] = batch.id

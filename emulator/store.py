@@ -66,6 +66,7 @@ class ImportBatch:
     body: bytes | None  # released once applied
     emails: list[str] | None  # the contacts' lower-cased emails, in order
     items: list[Any] | None = None  # the parsed contacts, kept only for an import applied at once
+    exclude_automations: bool = False  # whether the import asked not to start the account's automations
     applied: bool = False
     success: list[int] = field(default_factory=list)
     failure: list[str] = field(default_factory=list)

@@ -5,9 +5,10 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
+import orjson
 import pytest
 
-from exporter.activecampaign import ActiveCampaignClient, Pacer, bad_contacts
+from exporter.activecampaign import BODY_OVERHEAD, ActiveCampaignClient, Pacer, bad_contacts, encode_bulk_body
 from exporter.errors import ConfigError, DestinationAccessError, TransientError
 from exporter.settings import RateLimits
 
@@ -155,6 +156,22 @@ def test_requests_carry_the_key_json_and_the_api_path():
     assert request.headers["Api-Token"] == "secret-key"
     assert request.headers["Content-Type"] == "application/json"
     assert request.content == b'{"contacts":[{"email":"a@example.com"}],"exclude_automations":false}'
+
+
+def test_a_bulk_import_can_exclude_automations_and_batching_leaves_room_for_either_body():
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(200, json={"success": 1, "batchId": "b-1"})
+
+    with client_with(handler, FakeTime()) as client:
+        client.bulk_import([b'{"email":"a@example.com"}'], ["a@example.com"], exclude_automations=True)
+    assert requests[0].content == b'{"contacts":[{"email":"a@example.com"}],"exclude_automations":true}'
+    for exclude in (False, True):
+        assert len(encode_bulk_body([], exclude)) <= BODY_OVERHEAD
+        body = encode_bulk_body([b'{"email":"a@example.com"}', b'{"email":"b@example.com"}'], exclude)
+        assert orjson.loads(body)["exclude_automations"] is exclude
 
 
 def test_a_refused_key_is_a_destination_error_that_does_not_show_the_key():

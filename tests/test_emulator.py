@@ -101,6 +101,13 @@ def test_unknown_routes_answer_404_json(free):
 # --- bulk import ---------------------------------------------------------------------------------------------
 
 
+def test_each_bulk_import_records_whether_it_excluded_automations(emu):
+    with client(emu) as http:
+        for body in ({"exclude_automations": True}, {"exclude_automations": False}, {}):
+            assert bulk(http, [contact("a@example.com"), contact("b@example.com")], **body).status_code == 200
+    assert [entry["excludeAutomations"] for entry in emu.bulk_import_requests()] == [True, False, False]
+
+
 def test_accepted_bulk_import_is_applied_asynchronously_with_fields_tags_and_subscription(emu):
     contacts = [
         contact("Ana.Lopez@Example.com", first_name="Ana", last_name="López", phone="+34 600 000 001",

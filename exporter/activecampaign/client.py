@@ -97,14 +97,16 @@ class ActiveCampaignClient:
         self._raise_for_status(response, f"GET /lists/{list_id}")
         return _json(response).get("list", {})
 
-    def bulk_import(self, encoded_contacts: list[bytes], emails: list[str]) -> str:
+    def bulk_import(self, encoded_contacts: list[bytes], emails: list[str], *,
+                    exclude_automations: bool = False) -> str:
         """Queue one bulk import of contacts already encoded as JSON; returns its batch id.
+
+        ``exclude_automations`` true: the imported contacts start none of the account's automations.
 
         Raises BatchRejected naming (by index) the contacts ActiveCampaign refused, when it names them.
         """
         pacer = self.pacers.bulk if len(encoded_contacts) > 1 else None  # single-contact imports have their own limit
-        response = self._request("POST", "import/bulk_import", content=encode_bulk_body(encoded_contacts),
-                                 pacer=pacer)
+        response = self._request("POST", "import/bulk_import", content=encode_bulk_body(encoded_contacts, exclude_automations), pacer=pacer)
         data = _json(response)
         if response.status_code == 400:
             raise BatchRejected(bad_contacts(data, emails), str(data.get("message") or "bulk import refused"))

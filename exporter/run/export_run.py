@@ -93,11 +93,14 @@ class ExportRun:
             log.info("resumed %s: %s", self.export.name, self.report.resumed)
             etag = store.save(self.export.name, self.state, etag)
             store.drop_journal(self.export.name)
+        if etag is None or loaded.problem:  # no stored sync state: every contact is about to be imported
+            self._note(self.export.automations_summary())
         list_size_before = self.state.subscribed_count()  # the mirror brake's measure of the list
         self._opt_outs = OptOutCheck(client, self.export.destination.list_id)
         bulk_rate = self.export.destination.rate_limits.bulk_imports_per_minute / 60.0
         journal = store.journal(self.export.name, bulk_rate)
-        sink = BulkSink(client, bulk_rate=bulk_rate, poll=self._poll_timing())
+        sink = BulkSink(client, bulk_rate=bulk_rate, poll=self._poll_timing(),
+                        exclude_automations=not self.export.run_automations)
         try:
             diff = Diff(self.state, self.options.full_refresh)
             self._send_all(sink, journal, self._changes(checked, diff))
@@ -123,6 +126,11 @@ class ExportRun:
                                       "run replays this run's confirmations")
             return
         store.drop_journal(self.export.name)
+
+    def _note(self, note: str) -> None:
+        """Something the user should know about this run: logged, and in the report and the CLI summary."""
+        log.info("export %s: %s", self.export.name, note)
+        self.report.notes.append(note)
 
     def _poll_timing(self) -> PollTiming:
         return PollTiming.for_rate(self.export.destination.rate_limits.requests_per_second)

@@ -127,6 +127,9 @@ class ExportConfig(_Strict):
     enabled: bool = True
     remove_missing: bool = Field(False, alias="removeMissing")
     max_removal_share: float = Field(0.2, alias="maxRemovalShare", ge=0, le=1)
+    # ActiveCampaign's own default: imported contacts start the account's automations (a welcome series…).
+    # Strict: only a JSON true or false decides whether a million welcome emails go out.
+    run_automations: bool = Field(True, alias="runAutomations", strict=True)
 
     @field_validator("name")
     @classmethod
@@ -137,6 +140,12 @@ class ExportConfig(_Strict):
                 "(it names folders in storage and URLs), e.g. \"vip-customers\""
             )
         return value
+
+    def automations_summary(self) -> str:
+        """What bulk imports do about the account's automations, as validate and a first run say it."""
+        if self.run_automations:
+            return "automations: run for imported contacts (runAutomations true)"
+        return "automations: skipped for imported contacts (runAutomations false)"
 
     def skip_reason(self) -> str | None:
         """Why this export must not run, or None when it may."""
