@@ -31,6 +31,8 @@ Choices where AC's documentation is silent:
   the account's zone, UTC-5) once unsubscribed, and for a person's own unsubscribe ``unsubreason``, ``campaign``,
   ``message`` and ``ip4Unsub``; an API or admin unsubscribe leaves those unset ("" / "0"). Unsubscribing someone
   already unsubscribed changes nothing; subscribing clears them. ``sdate`` is not kept (null).
+- ``customer_acct_name`` (trimmed) is stored as the contact's account name, shown as ``account`` in the
+  ``contact`` inspection; an empty one leaves the stored name as it is. Accounts are not modelled further.
 - ``exclude_automations`` (true, 1, "1" or "true"; anything else or absent is AC's default, false) is recorded
   on the import and in its request log entry as ``excludeAutomations``; the emulator has no automations to run.
 - Faults are decided before auth and limits, leave no trace but the log entry (status 0 for "drop"), and do

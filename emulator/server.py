@@ -33,7 +33,8 @@ from .store import OWN_UNSUBSCRIBE, SUBSCRIBED, UNSUBSCRIBED
 CONTROL_PREFIX = "/__emulator"
 MAX_REQUEST_BYTES = 8_000_000  # far above AC's limit, so oversize requests still get AC's own 400
 DEFAULT_LISTS = {1: "Master Contact List"}
-_CONTACT_VALUES = frozenset({"firstName", "first_name", "lastName", "last_name", "phone", "fields", "tags"})
+_CONTACT_VALUES = frozenset({"firstName", "first_name", "lastName", "last_name", "phone", "fields", "tags",
+                             "account"})
 
 
 def tune_gc_for_millions() -> None:
@@ -173,7 +174,8 @@ class Emulator:
                     **values: Any) -> dict[str, Any]:
         """Seed a contact as if someone else had put it there (applied at once, no request logged).
 
-        ``values``: firstName (or first_name), lastName (or last_name), phone, fields ({id: value}), tags ([names]).
+        ``values``: firstName (or first_name), lastName (or last_name), phone, fields ({id: value}), tags ([names]),
+        account (the account name).
         """
         unknown = set(values) - _CONTACT_VALUES
         if unknown:
@@ -187,7 +189,7 @@ class Emulator:
             field_pairs = [(int(k), str(v)) for k, v in (values.get("fields") or {}).items()]
             contact, _ = store.upsert(email, values.get("firstName", values.get("first_name")),
                                       values.get("lastName", values.get("last_name")), values.get("phone"),
-                                      field_pairs, list(values.get("tags") or ()))
+                                      field_pairs, list(values.get("tags") or ()), values.get("account"))
             if list_id is not None:
                 store.set_status(contact.id, list_id, status)
             return store.view(contact)

@@ -39,13 +39,14 @@ class Contact(NamedTuple):
     phone: str
     fields: tuple  # flat: (field_id, value, field_id, value, ...)
     tags: tuple[int, ...]
+    account: str  # the account (company) name from customer_acct_name; "" when none
 
     def field_values(self) -> dict[int, str]:
         return _field_dict(self.fields)
 
 
 # Positions in a stored record, which is a plain tuple laid out like Contact.
-_ID, _EMAIL, _FIRST, _LAST, _PHONE, _FIELDS, _TAGS = range(7)
+_ID, _EMAIL, _FIRST, _LAST, _PHONE, _FIELDS, _TAGS, _ACCOUNT = range(8)
 
 
 def _field_dict(flat: tuple) -> dict[int, str]:
@@ -186,21 +187,22 @@ class Store:
 
     def upsert(self, email: str, first_name: str | None = None, last_name: str | None = None,
                phone: str | None = None, fields: Iterable[tuple[int, str]] = (),
-               tags: Iterable[str] = ()) -> tuple[Contact, bool]:
+               tags: Iterable[str] = (), account: str | None = None) -> tuple[Contact, bool]:
         """Create or update the contact with this (lower-cased) email; None/empty values leave data as it is."""
         tag_ids = tuple(dict.fromkeys(self.tag_id(name) for name in tags))
-        contact_id, created = self._upsert(email, first_name, last_name, phone, list(fields), tag_ids)
+        contact_id, created = self._upsert(email, first_name, last_name, phone, list(fields), tag_ids, account)
         return Contact._make(self._records[contact_id]), created
 
     def _upsert(self, email: str, first: str | None, last: str | None, phone: str | None,
-                pairs: list[tuple[int, str]] | tuple, tag_ids: tuple[int, ...]) -> tuple[int, bool]:
+                pairs: list[tuple[int, str]] | tuple, tag_ids: tuple[int, ...],
+                account: str | None = None) -> tuple[int, bool]:
         shared = self._shared
         contact_id = self._ids.get(email)
         if contact_id is None:
             contact_id = len(self._records)
             self._records.append((contact_id, email, shared(first) if first else "", shared(last) if last else "",
                                   phone or "", tuple([x for fid, value in pairs for x in (fid, shared(value))]),
-                                  tag_ids))
+                                  tag_ids, shared(account) if account else ""))
             self._ids[email] = contact_id
             return contact_id, True
         old = self._records[contact_id]
@@ -213,7 +215,8 @@ class Store:
         if tag_ids:
             tags = (tags + tuple(t for t in tag_ids if t not in tags)) if tags else tag_ids
         self._records[contact_id] = (contact_id, email, shared(first) if first else old[_FIRST],
-                                     shared(last) if last else old[_LAST], phone or old[_PHONE], fields, tags)
+                                     shared(last) if last else old[_LAST], phone or old[_PHONE], fields, tags,
+                                     shared(account) if account else old[_ACCOUNT])
         return contact_id, False
 
     def tag_id(self, name: str) -> int:
@@ -238,6 +241,7 @@ class Store:
             "phone": contact.phone,
             "fields": {str(k): v for k, v in contact.field_values().items()},
             "tags": [self._tag_names[t] for t in contact.tags],
+            "account": contact.account,
             "lists": self.statuses_of(contact.id),
         }
 
@@ -285,13 +289,16 @@ class Store:
         """Upsert one bulk-imported contact and return its id; reads everything first so a bad value changes
         nothing."""
         get = item.get
-        first, last, phone = get("first_name"), get("last_name"), get("phone")
+        first, last, phone, account = get("first_name"), get("last_name"), get("phone"), get("customer_acct_name")
         if first is not None and type(first) is not str:
             first = text_of(first, "first_name")
         if last is not None and type(last) is not str:
             last = text_of(last, "last_name")
         if phone is not None and type(phone) is not str:
             phone = text_of(phone, "phone")
+        if account is not None and type(account) is not str:
+            account = text_of(account, "customer_acct_name")
+        account = account.strip() if account else account
         fields, tags = get("fields"), get("tags")
         pairs = field_pairs(fields) if fields else ()
         tag_ids = self._tag_set(tags) if tags else ()
@@ -299,7 +306,7 @@ class Store:
         subscribe = [list_id_of(entry["listid"]) for entry in subscribe] if subscribe else ()
         unsubscribe = [list_id_of(entry["listid"]) for entry in unsubscribe] if unsubscribe else ()
 
-        contact_id, _ = self._upsert(email, first, last, phone, pairs, tag_ids)
+        contact_id, _ = self._upsert(email, first, last, phone, pairs, tag_ids, account)
         for list_id in subscribe:
             # Only contacts new to the list are subscribed: bulk import never re-subscribes someone who
             # unsubscribed (only contactLists does), and a subscribed contact stays as it is.

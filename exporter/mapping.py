@@ -129,7 +129,8 @@ class Mapper:
         self._width = len(columns)
         self._email = column(mapping.email)
         self._customer_id = index.get("CustomerId", index_folded.get("customerid"))
-        optional = [("first_name", mapping.first_name), ("last_name", mapping.last_name), ("phone", mapping.phone)]
+        optional = [("first_name", mapping.first_name), ("last_name", mapping.last_name), ("phone", mapping.phone),
+                    ("customer_acct_name", mapping.account)]
         # The JSON is assembled from pre-encoded pieces around each value: ~3x faster than building a dict and
         # encoding it, and byte for byte what orjson.dumps(dict) gives (fingerprints depend on it).
         self._optional = [(b',"%s":' % key.encode(), column(name)) for key, name in optional if name]

@@ -108,6 +108,16 @@ def test_each_bulk_import_records_whether_it_excluded_automations(emu):
     assert [entry["excludeAutomations"] for entry in emu.bulk_import_requests()] == [True, False, False]
 
 
+def test_customer_acct_name_is_stored_as_the_contacts_account(emu):
+    with client(emu) as http:
+        first = bulk(http, [contact("a@example.com", customer_acct_name=" Contoso "), contact("b@example.com")])
+        wait_completed(http, first.json()["batchId"])
+        again = bulk(http, [contact("a@example.com", customer_acct_name=""), contact("b@example.com")])
+        wait_completed(http, again.json()["batchId"])
+    assert emu.contact("a@example.com")["account"] == "Contoso"  # an empty name leaves it as it is
+    assert emu.contact("b@example.com")["account"] == ""
+
+
 def test_accepted_bulk_import_is_applied_asynchronously_with_fields_tags_and_subscription(emu):
     contacts = [
         contact("Ana.Lopez@Example.com", first_name="Ana", last_name="López", phone="+34 600 000 001",

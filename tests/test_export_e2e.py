@@ -214,3 +214,16 @@ def test_run_automations_decides_exclude_automations_on_every_bulk_import(
     assert cli_main(["run", "--config", config, "--full"]) == 0  # not a first run: the state is stored
     assert "automations:" not in capsys.readouterr().out
     assert {entry["excludeAutomations"] for entry in emulator.bulk_import_requests()} == {run_automations is False}
+
+
+def test_mapping_account_reaches_activecampaign_as_customer_acct_name(app_env, emulator, container):
+    sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=300,
+                                 partitions=1, seed=6, with_stale_folder=False, bad_rows=False)
+    mapping = {"email": "PrimaryEmail", "firstName": "FirstName", "account": "LoyaltyTier"}
+    report = run(export_config("vip-accounts", emulator.hostname, container.container_name, sample.path,
+                               mapping=mapping))
+    assert report.status == "completed", report.errors
+    with_account = {email for email, values in sample.expected.items() if values["LoyaltyTier"].strip()}
+    assert with_account, "the sample should have rows with a value in the account column"
+    for email, values in sample.expected.items():  # the emulator stores customer_acct_name as "account"
+        assert emulator.contact(email)["account"] == values["LoyaltyTier"].strip(), email

@@ -89,6 +89,7 @@ class Mapping(_Strict):
     first_name: str | None = Field(None, alias="firstName")
     last_name: str | None = Field(None, alias="lastName")
     phone: str | None = None
+    account: str | None = None  # column with the contact's account (company) name: customer_acct_name
     fields: dict[str, str] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
 
@@ -112,7 +113,8 @@ class Mapping(_Strict):
 
     def columns(self) -> dict[str, str]:
         """Target name → source column, for every mapped column."""
-        pairs = {"email": self.email, "firstName": self.first_name, "lastName": self.last_name, "phone": self.phone}
+        pairs = {"email": self.email, "firstName": self.first_name, "lastName": self.last_name, "phone": self.phone,
+                 "account": self.account}
         mapped = {target: column for target, column in pairs.items() if column}
         mapped.update({f"fields.{field_id}": column for field_id, column in self.fields.items()})
         return mapped
