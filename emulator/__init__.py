@@ -24,7 +24,10 @@ Choices where AC's documentation is silent:
   applies up to 8 due imports, oldest first; import/info applies everything up to the batch it asks about;
   inspection methods apply everything due. Polled within min(1 s, import_delay) (scaled) of acceptance,
   import/info answers ``{"status": false}``; after that ``{"status": "waiting", ...}`` until applied, then
-  ``{"status": "completed", "success": [ids as strings], "failure": [emails]}``.
+  ``{"status": "completed", "success": [ids as strings], "failure": [emails], "failureReasons": [{"email",
+  "failureReason"}]}``. ActiveCampaign documents only "failure" (emails) for import/info and gives a bulk import's
+  per-contact reasons through its callback; "failureReasons" is the emulator's assumption, so that the exporter
+  can tell the exclusion list ("Row skipped - It is on exclusion list", ``Emulator.exclude``) from other failures.
 - Empty names/phone in a bulk import leave the stored values as they are. Subscribing only adds contacts that
   are not on the list yet: unsubscribed (2) stays unsubscribed. "callback" is accepted and ignored.
 - List memberships (``GET /contacts/{id}/contactLists`` and the ``contactLists`` side-load) carry ``udate`` (in

@@ -217,6 +217,12 @@ class Emulator:
         with self.account.lock:
             self.account.fail_emails |= {normalise_email(e.strip()) for e in emails}
 
+    def exclude(self, emails: Iterable[str]) -> None:
+        """Put emails on the account's exclusion list: a bulk import skips them (not created, not subscribed) and
+        reports them in import/info "failure", with "Row skipped - It is on exclusion list" in "failureReasons"."""
+        with self.account.lock:
+            self.account.excluded_emails |= {normalise_email(e.strip()) for e in emails}
+
     def reset_log(self) -> None:
         with self.account.lock:
             self.account.log = type(self.account.log)()
@@ -293,7 +299,8 @@ class _AppliedStore:
 
     def __enter__(self):
         self._account.lock.acquire()
-        self._account.store.apply_due(self._account.now(), self._account.fail_emails)
+        self._account.store.apply_due(self._account.now(), self._account.fail_emails,
+                                      excluded=self._account.excluded_emails)
         return self._account.store
 
     def __exit__(self, *exc: object) -> None:

@@ -19,6 +19,10 @@ import orjson
 from .bulk import InvalidContact, field_pairs, list_id_of, tag_names, text_of
 
 SUBSCRIBED = 1
+# Why an applied import skipped a contact, in import/info "failureReasons". The exclusion text is ActiveCampaign's
+# (its import reports); the other one is the emulator's own.
+EXCLUDED_REASON = "Row skipped - It is on exclusion list"
+FAILED_REASON = "Row skipped - Contact could not be imported"
 UNSUBSCRIBED = 2
 _TAG_SET_CACHE_SIZE = 10_000
 # ActiveCampaign writes list membership dates in the account's time zone, with its UTC offset.
@@ -71,6 +75,12 @@ class ImportBatch:
     applied: bool = False
     success: list[int] = field(default_factory=list)
     failure: list[str] = field(default_factory=list)
+    failure_reasons: list[dict[str, str]] = field(default_factory=list)  # {"email", "failureReason"} per failure
+
+
+    def fail(self, email: str, reason: str) -> None:
+        self.failure.append(email)
+        self.failure_reasons.append({"email": email, "failureReason": reason})
 
 
 class Store:
@@ -259,7 +269,7 @@ class Store:
         return len(self._pending)
 
     def apply_due(self, now: float, fail_emails: frozenset[str], limit: int | None = None,
-                  through: ImportBatch | None = None) -> int:
+                  through: ImportBatch | None = None, excluded: frozenset[str] = frozenset()) -> int:
         """Apply queued imports whose time has come, oldest first: at most ``limit`` of them, but always every
         one up to ``through`` when that one is due. Returns how many were applied."""
         applied = 0
@@ -267,21 +277,24 @@ class Store:
         must = through is not None and not through.applied and through.due_at <= now
         while pending and pending[0].due_at <= now and (must or limit is None or applied < limit):
             batch = pending.popleft()
-            self._apply(batch, fail_emails)
+            self._apply(batch, fail_emails, excluded)
             applied += 1
             must = must and batch is not through
         return applied
 
-    def _apply(self, batch: ImportBatch, fail_emails: frozenset[str]) -> None:
+    def _apply(self, batch: ImportBatch, fail_emails: frozenset[str], excluded: frozenset[str]) -> None:
         items = batch.items if batch.items is not None else orjson.loads(batch.body)["contacts"] if batch.body else ()
         for item, email in zip(items, batch.emails or ()):
+            if email in excluded:
+                batch.fail(email, EXCLUDED_REASON)
+                continue
             if email in fail_emails:
-                batch.failure.append(email)
+                batch.fail(email, FAILED_REASON)
                 continue
             try:
                 batch.success.append(self._apply_contact(item, email))
-            except InvalidContact:
-                batch.failure.append(email)
+            except InvalidContact as exc:
+                batch.fail(email, f"Row skipped - {exc}")
         batch.body = batch.emails = batch.items = None
         batch.applied = True
 

@@ -26,6 +26,7 @@ class Reason(str, Enum):
     DUPLICATE_EMAIL = "duplicate_email"
     MALFORMED_ROW = "malformed_row"
     REJECTED_BY_ACTIVECAMPAIGN = "rejected_by_activecampaign"
+    EXCLUDED_BY_ACTIVECAMPAIGN = "excluded_by_activecampaign"  # on the account's exclusion list
     NOT_CONFIRMED = "not_confirmed"
     OPTED_OUT = "opted_out"  # unsubscribed from the list by other means than this export: never subscribed again
 

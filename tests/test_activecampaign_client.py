@@ -8,7 +8,14 @@ import httpx
 import orjson
 import pytest
 
-from exporter.activecampaign import BODY_OVERHEAD, ActiveCampaignClient, Pacer, bad_contacts, encode_bulk_body
+from exporter.activecampaign import (
+    BODY_OVERHEAD,
+    ActiveCampaignClient,
+    Pacer,
+    bad_contacts,
+    encode_bulk_body,
+    is_exclusion,
+)
 from exporter.errors import ConfigError, DestinationAccessError, TransientError
 from exporter.settings import RateLimits
 
@@ -289,3 +296,20 @@ def test_a_proxy_httpx_cannot_use_is_a_config_error_naming_the_fix(monkeypatch, 
         ActiveCampaignClient(BASE, "secret-key", LIMITS)
     assert "hunter2" not in str(raised.value) and "NO_PROXY" in str(raised.value)
 
+
+
+def test_import_info_carries_failure_reasons_when_the_answer_has_them():
+    answers = [{"status": "completed", "success": ["1"], "failure": ["Out@Example.com", "late@example.com"],
+                "failureReasons": [{"email": "Out@Example.com", "failureReason": "Row skipped - It is on exclusion list"},
+                                   "not an object", {"email": "x@example.com"}]},
+               {"status": "completed", "success": [], "failure": ["a@example.com"]}]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answers.pop(0))
+
+    with client_with(handler, FakeTime()) as client:
+        with_reasons, without = client.import_info("b-1"), client.import_info("b-2")
+    assert with_reasons.failure == ["out@example.com", "late@example.com"]
+    assert with_reasons.failure_reasons == {"out@example.com": "Row skipped - It is on exclusion list"}
+    assert without.failure == ["a@example.com"] and without.failure_reasons == {}
+    assert is_exclusion("Row skipped - It is on exclusion list") and not is_exclusion("Invalid email address")

@@ -205,6 +205,19 @@ def test_fail_at_import_contacts_are_reported_in_failure_and_not_created(free):
     assert free.contact("late@example.com") is None and free.contact("fine@example.com") is not None
 
 
+def test_excluded_contacts_are_skipped_and_reported_with_the_exclusion_reason(free):
+    free.exclude({"Out@Example.com"})
+    free.fail_at_import({"late@example.com"})
+    with client(free) as http:
+        info = wait_completed(http, bulk(http, [contact("out@example.com"), contact("late@example.com"),
+                                                contact("fine@example.com")]).json()["batchId"])
+    assert info["failure"] == ["out@example.com", "late@example.com"] and len(info["success"]) == 1
+    assert info["failureReasons"] == [
+        {"email": "out@example.com", "failureReason": "Row skipped - It is on exclusion list"},
+        {"email": "late@example.com", "failureReason": "Row skipped - Contact could not be imported"}]
+    assert free.contact("out@example.com") is None and free.subscribers(LIST) == {"fine@example.com"}
+
+
 def test_size_limits_refuse_the_request_whole(free):
     with client(free) as http:
         too_many = bulk(http, [contact(f"c{i}@example.com") for i in range(251)])

@@ -38,10 +38,29 @@ class ImportStatus:
     status: str  # waiting | claimed | active | completed | failed | interrupted | unknown
     success: list[str] = field(default_factory=list)  # contact ids
     failure: list[str] = field(default_factory=list)  # emails, lower-cased
+    # Why, per failed email, when the answer says ("failureReasons"; ActiveCampaign documents only "failure").
+    failure_reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+
+def is_exclusion(reason: str) -> bool:
+    """Whether ActiveCampaign's reason for skipping a contact is the account's exclusion list
+    ("Row skipped - It is on exclusion list")."""
+    return "exclusion list" in reason.lower()
+
+
+def failure_reasons(data: dict[str, Any]) -> dict[str, str]:
+    """Email (lower-cased) → reason, from an import/info answer's "failureReasons"; {} when it has none."""
+    reasons: dict[str, str] = {}
+    for item in data.get("failureReasons") or []:
+        if isinstance(item, dict) and item.get("email"):
+            reason = item.get("failureReason") or item.get("reason") or item.get("message")
+            if reason:
+                reasons[str(item["email"]).lower()] = str(reason)
+    return reasons
 
 
 def bad_contacts(data: dict[str, Any], emails: list[str]) -> dict[int, str]:

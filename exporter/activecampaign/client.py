@@ -18,7 +18,7 @@ import orjson
 from ..errors import ConfigError, DestinationAccessError, ExporterError, TransientError
 from ..list_status import ListStatus
 from ..settings import RateLimits
-from .bulk_import import BatchRejected, ImportStatus, bad_contacts, encode_bulk_body
+from .bulk_import import BatchRejected, ImportStatus, bad_contacts, encode_bulk_body, failure_reasons
 from .pacing import AccountPacers, Clock, Pacer, Sleep
 from .refusals import (
     MAX_RETRY_AFTER_SECONDS,
@@ -125,7 +125,7 @@ class ActiveCampaignClient:
         if not data.get("status"):
             return ImportStatus("waiting")  # ActiveCampaign answers false/empty when polled too soon
         return ImportStatus(str(data["status"]), [str(x) for x in data.get("success") or []],
-                            [str(x).lower() for x in data.get("failure") or []])
+                            [str(x).lower() for x in data.get("failure") or []], failure_reasons(data))
 
     def find_contact_id(self, email: str) -> str | None:
         response = self._request("GET", "contacts", params={"email": email})

@@ -15,7 +15,7 @@ import numpy as np
 from azure.core.exceptions import ResourceModifiedError
 
 from .. import logsafe
-from ..activecampaign import ActiveCampaignClient
+from ..activecampaign import ActiveCampaignClient, is_exclusion
 from ..errors import ConfigError, TransientError
 from ..list_status import ListStatus
 from ..mapping import Contact, Reason, Rejection, describe_origin
@@ -247,8 +247,8 @@ class ExportRun:
         if failed:  # a Python step per contact only where ActiveCampaign reported failures
             for customer_id, email in batch.sources():
                 if email in failed:
-                    self._reject(Rejection(customer_id, email, Reason.REJECTED_BY_ACTIVECAMPAIGN,
-                                           f"ActiveCampaign reported that import {batch.batch_id} failed for it"))
+                    self._reject(self._failed_at_import(customer_id, email, batch.batch_id,
+                                                        event.failure_reasons.get(email)))
             rows = rows.without_emails(set(failed))
         unsubscribed = rows.flags == ListStatus.UNSUBSCRIBED
         if unsubscribed.any():  # the state keeps when this export's unsubscribe was confirmed (see opt_outs)
@@ -259,6 +259,16 @@ class ExportRun:
         self.counts["confirmed"] += subscribed
         self.counts["unsubscribed"] += len(rows) - subscribed
         self._returners.extend(email for email in batch.returners if email not in failed)
+
+    @staticmethod
+    def _failed_at_import(customer_id: str, email: str, batch_id: str, reason: str | None) -> Rejection:
+        """A contact ActiveCampaign reported as failed in a processed import: skipped for its exclusion list, or
+        failed for another (or no stated) reason. Either way it stays out of the sync state."""
+        if reason and is_exclusion(reason):
+            return Rejection(customer_id, email, Reason.EXCLUDED_BY_ACTIVECAMPAIGN,
+                             f"on the ActiveCampaign account's exclusion list; import {batch_id} skipped it ({reason})")
+        detail = f"ActiveCampaign reported that import {batch_id} failed for it"
+        return Rejection(customer_id, email, Reason.REJECTED_BY_ACTIVECAMPAIGN, f"{detail}: {reason}" if reason else detail)
 
     def _not_confirmed(self, event: BatchNotConfirmed) -> None:
         for customer_id, email in event.batch.sources():

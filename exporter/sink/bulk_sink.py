@@ -228,7 +228,7 @@ class BulkSink:
         batch = due.batch
         status = self._client.import_info(batch.batch_id)
         if status.status == "completed":
-            self._settle(BatchConfirmed(batch, frozenset(status.failure)))
+            self._settle(BatchConfirmed(batch, frozenset(status.failure), status.failure_reasons))
         elif status.finished:
             # ActiveCampaign gave up on the import (failed / interrupted): not confirmed, so its contacts stay out
             # of the sync state and the next run sends them again.
