@@ -89,9 +89,9 @@ class Mapping(_Strict):
     first_name: str | None = Field(None, alias="firstName")
     last_name: str | None = Field(None, alias="lastName")
     phone: str | None = None
-    account: str | None = None  # column with the contact's account (company) name: customer_acct_name
     fields: dict[str, str] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+    account: str | None = None  # column with the contact's account (company) name: customer_acct_name
 
     @field_validator("fields")
     @classmethod
