@@ -24,13 +24,20 @@ Choices where AC's documentation is silent:
   applies up to 8 due imports, oldest first; import/info applies everything up to the batch it asks about;
   inspection methods apply everything due. Polled within min(1 s, import_delay) (scaled) of acceptance,
   import/info answers ``{"status": false}``; after that ``{"status": "waiting", ...}`` until applied, then
-  ``{"status": "completed", "success": [ids as strings], "failure": [emails]}``.
+  ``{"status": "completed", "success": [ids as strings], "failure": [emails], "failureReasons": [{"email",
+  "failureReason"}]}``. ActiveCampaign documents only "failure" (emails) for import/info and gives a bulk import's
+  per-contact reasons through its callback; "failureReasons" is the emulator's assumption, so that the exporter
+  can tell the exclusion list ("Row skipped - It is on exclusion list", ``Emulator.exclude``) from other failures.
 - Empty names/phone in a bulk import leave the stored values as they are. Subscribing only adds contacts that
   are not on the list yet: unsubscribed (2) stays unsubscribed. "callback" is accepted and ignored.
 - List memberships (``GET /contacts/{id}/contactLists`` and the ``contactLists`` side-load) carry ``udate`` (in
   the account's zone, UTC-5) once unsubscribed, and for a person's own unsubscribe ``unsubreason``, ``campaign``,
   ``message`` and ``ip4Unsub``; an API or admin unsubscribe leaves those unset ("" / "0"). Unsubscribing someone
   already unsubscribed changes nothing; subscribing clears them. ``sdate`` is not kept (null).
+- ``customer_acct_name`` (trimmed) is stored as the contact's account name, shown as ``account`` in the
+  ``contact`` inspection; an empty one leaves the stored name as it is. Accounts are not modelled further.
+- ``exclude_automations`` (true, 1, "1" or "true"; anything else or absent is AC's default, false) is recorded
+  on the import and in its request log entry as ``excludeAutomations``; the emulator has no automations to run.
 - Faults are decided before auth and limits, leave no trace but the log entry (status 0 for "drop"), and do
   not count against the rate limits. Requests to /__emulator are not logged.
 """

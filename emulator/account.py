@@ -128,6 +128,7 @@ class Account:
         self.faults = Faults(config.seed)
         self.rejected_emails: frozenset[str] = frozenset()
         self.fail_emails: frozenset[str] = frozenset()
+        self.excluded_emails: frozenset[str] = frozenset()  # the account's exclusion list
         self._initial_lists = dict(lists)
         self._clock = clock
         self.started = clock()
@@ -142,6 +143,7 @@ class Account:
             self.faults.clear()
             self.rejected_emails = frozenset()
             self.fail_emails = frozenset()
+            self.excluded_emails = frozenset()
             self._random = random.Random(config.seed)
             self._general = config.window(config.requests_per_second, 1.0)
             self._bulk = config.window(config.bulk_per_minute, 60.0)
@@ -171,6 +173,7 @@ class Account:
             bulk = parse_bulk_request(body, self.rejected_emails)
             entry["contacts"] = bulk.count
             entry["emails"] = bulk.emails
+            entry["excludeAutomations"] = bulk.exclude_automations
         fault = self.faults.draw(path)
         if fault is not None:
             reply: Reply | _Drop = self._fault_reply(fault)
@@ -192,7 +195,7 @@ class Account:
                          bulk: BulkRequest | None, entry: dict[str, Any], arrived: float) -> Reply:
         with self.lock:
             now = self._clock()
-            self.store.apply_due(now, self.fail_emails, limit=APPLY_PER_REQUEST)
+            self.store.apply_due(now, self.fail_emails, limit=APPLY_PER_REQUEST, excluded=self.excluded_emails)
             if self.config.enforce_limits:
                 wait = self._general.admit(arrived)
                 if wait is not None:
@@ -275,9 +278,11 @@ class Account:
         # An import applied at once reuses the contacts parsed at acceptance; a queued one parses its body again
         # when applied (see ImportBatch).
         batch = ImportBatch(self._new_batch_id(), now, due_at, bulk.body, bulk.emails,
-                            items=bulk.items if due_at <= now else None)
+                            items=bulk.items if due_at <= now else None,
+                            exclude_automations=bulk.exclude_automations)
         self.store.queue_import(batch)
-        self.store.apply_due(now, self.fail_emails, limit=0, through=batch)  # an import_delay of 0 applies now
+        # an import_delay of 0 applies now
+        self.store.apply_due(now, self.fail_emails, limit=0, through=batch, excluded=self.excluded_emails)
         entry["batchId"] = batch.id
         return json_reply(200, {"success": 1, "queued_contacts": bulk.count, "batchId": batch.id,
                                 "message": "Contact import queued"})
@@ -290,10 +295,10 @@ class Account:
         batch = self.store.batch(batch_id)
         if batch is None:
             return _message(404, f"No Result found for import with batchId {batch_id}")
-        self.store.apply_due(now, self.fail_emails, limit=0, through=batch)
+        self.store.apply_due(now, self.fail_emails, limit=0, through=batch, excluded=self.excluded_emails)
         if batch.applied:
             return json_reply(200, {"status": "completed", "success": [str(i) for i in batch.success],
-                                    "failure": batch.failure})
+                                    "failure": batch.failure, "failureReasons": batch.failure_reasons})
         # AC answers an empty status when polled within about a second of queueing.
         if now - batch.accepted_at < self.config.scaled(min(1.0, self.config.import_delay)):
             return json_reply(200, {"status": False})

@@ -28,6 +28,7 @@ class BulkRequest:
     failures: list[dict[str, Any]] = field(default_factory=list)
     list_ids: set[int] = field(default_factory=set)
     items: list[Any] | None = None  # the parsed contacts
+    exclude_automations: bool = False  # AC's default when the body does not say
 
 
 class InvalidContact(ValueError):
@@ -47,6 +48,7 @@ def parse_bulk_request(body: bytes, rejected_emails: frozenset[str]) -> BulkRequ
         return request
     request.count = len(items)
     request.items = items
+    request.exclude_automations = data.get("exclude_automations") in (True, 1, "1", "true")
     emails, failures, list_refs = request.emails, request.failures, set()
     for index, item in enumerate(items):
         try:

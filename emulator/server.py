@@ -33,7 +33,8 @@ from .store import OWN_UNSUBSCRIBE, SUBSCRIBED, UNSUBSCRIBED
 CONTROL_PREFIX = "/__emulator"
 MAX_REQUEST_BYTES = 8_000_000  # far above AC's limit, so oversize requests still get AC's own 400
 DEFAULT_LISTS = {1: "Master Contact List"}
-_CONTACT_VALUES = frozenset({"firstName", "first_name", "lastName", "last_name", "phone", "fields", "tags"})
+_CONTACT_VALUES = frozenset({"firstName", "first_name", "lastName", "last_name", "phone", "fields", "tags",
+                             "account"})
 
 
 def tune_gc_for_millions() -> None:
@@ -173,7 +174,8 @@ class Emulator:
                     **values: Any) -> dict[str, Any]:
         """Seed a contact as if someone else had put it there (applied at once, no request logged).
 
-        ``values``: firstName (or first_name), lastName (or last_name), phone, fields ({id: value}), tags ([names]).
+        ``values``: firstName (or first_name), lastName (or last_name), phone, fields ({id: value}), tags ([names]),
+        account (the account name).
         """
         unknown = set(values) - _CONTACT_VALUES
         if unknown:
@@ -187,7 +189,7 @@ class Emulator:
             field_pairs = [(int(k), str(v)) for k, v in (values.get("fields") or {}).items()]
             contact, _ = store.upsert(email, values.get("firstName", values.get("first_name")),
                                       values.get("lastName", values.get("last_name")), values.get("phone"),
-                                      field_pairs, list(values.get("tags") or ()))
+                                      field_pairs, list(values.get("tags") or ()), values.get("account"))
             if list_id is not None:
                 store.set_status(contact.id, list_id, status)
             return store.view(contact)
@@ -214,6 +216,12 @@ class Emulator:
         """Emails accepted by bulk import but reported in import/info "failure" (not created/updated)."""
         with self.account.lock:
             self.account.fail_emails |= {normalise_email(e.strip()) for e in emails}
+
+    def exclude(self, emails: Iterable[str]) -> None:
+        """Put emails on the account's exclusion list: a bulk import skips them (not created, not subscribed) and
+        reports them in import/info "failure", with "Row skipped - It is on exclusion list" in "failureReasons"."""
+        with self.account.lock:
+            self.account.excluded_emails |= {normalise_email(e.strip()) for e in emails}
 
     def reset_log(self) -> None:
         with self.account.lock:
@@ -291,7 +299,8 @@ class _AppliedStore:
 
     def __enter__(self):
         self._account.lock.acquire()
-        self._account.store.apply_due(self._account.now(), self._account.fail_emails)
+        self._account.store.apply_due(self._account.now(), self._account.fail_emails,
+                                      excluded=self._account.excluded_emails)
         return self._account.store
 
     def __exit__(self, *exc: object) -> None:

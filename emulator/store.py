@@ -19,6 +19,10 @@ import orjson
 from .bulk import InvalidContact, field_pairs, list_id_of, tag_names, text_of
 
 SUBSCRIBED = 1
+# Why an applied import skipped a contact, in import/info "failureReasons". The exclusion text is ActiveCampaign's
+# (its import reports); the other one is the emulator's own.
+EXCLUDED_REASON = "Row skipped - It is on exclusion list"
+FAILED_REASON = "Row skipped - Contact could not be imported"
 UNSUBSCRIBED = 2
 _TAG_SET_CACHE_SIZE = 10_000
 # ActiveCampaign writes list membership dates in the account's time zone, with its UTC offset.
@@ -39,13 +43,14 @@ class Contact(NamedTuple):
     phone: str
     fields: tuple  # flat: (field_id, value, field_id, value, ...)
     tags: tuple[int, ...]
+    account: str  # the account (company) name from customer_acct_name; "" when none
 
     def field_values(self) -> dict[int, str]:
         return _field_dict(self.fields)
 
 
 # Positions in a stored record, which is a plain tuple laid out like Contact.
-_ID, _EMAIL, _FIRST, _LAST, _PHONE, _FIELDS, _TAGS = range(7)
+_ID, _EMAIL, _FIRST, _LAST, _PHONE, _FIELDS, _TAGS, _ACCOUNT = range(8)
 
 
 def _field_dict(flat: tuple) -> dict[int, str]:
@@ -66,9 +71,16 @@ class ImportBatch:
     body: bytes | None  # released once applied
     emails: list[str] | None  # the contacts' lower-cased emails, in order
     items: list[Any] | None = None  # the parsed contacts, kept only for an import applied at once
+    exclude_automations: bool = False  # whether the import asked not to start the account's automations
     applied: bool = False
     success: list[int] = field(default_factory=list)
     failure: list[str] = field(default_factory=list)
+    failure_reasons: list[dict[str, str]] = field(default_factory=list)  # {"email", "failureReason"} per failure
+
+
+    def fail(self, email: str, reason: str) -> None:
+        self.failure.append(email)
+        self.failure_reasons.append({"email": email, "failureReason": reason})
 
 
 class Store:
@@ -185,21 +197,22 @@ class Store:
 
     def upsert(self, email: str, first_name: str | None = None, last_name: str | None = None,
                phone: str | None = None, fields: Iterable[tuple[int, str]] = (),
-               tags: Iterable[str] = ()) -> tuple[Contact, bool]:
+               tags: Iterable[str] = (), account: str | None = None) -> tuple[Contact, bool]:
         """Create or update the contact with this (lower-cased) email; None/empty values leave data as it is."""
         tag_ids = tuple(dict.fromkeys(self.tag_id(name) for name in tags))
-        contact_id, created = self._upsert(email, first_name, last_name, phone, list(fields), tag_ids)
+        contact_id, created = self._upsert(email, first_name, last_name, phone, list(fields), tag_ids, account)
         return Contact._make(self._records[contact_id]), created
 
     def _upsert(self, email: str, first: str | None, last: str | None, phone: str | None,
-                pairs: list[tuple[int, str]] | tuple, tag_ids: tuple[int, ...]) -> tuple[int, bool]:
+                pairs: list[tuple[int, str]] | tuple, tag_ids: tuple[int, ...],
+                account: str | None = None) -> tuple[int, bool]:
         shared = self._shared
         contact_id = self._ids.get(email)
         if contact_id is None:
             contact_id = len(self._records)
             self._records.append((contact_id, email, shared(first) if first else "", shared(last) if last else "",
                                   phone or "", tuple([x for fid, value in pairs for x in (fid, shared(value))]),
-                                  tag_ids))
+                                  tag_ids, shared(account) if account else ""))
             self._ids[email] = contact_id
             return contact_id, True
         old = self._records[contact_id]
@@ -212,7 +225,8 @@ class Store:
         if tag_ids:
             tags = (tags + tuple(t for t in tag_ids if t not in tags)) if tags else tag_ids
         self._records[contact_id] = (contact_id, email, shared(first) if first else old[_FIRST],
-                                     shared(last) if last else old[_LAST], phone or old[_PHONE], fields, tags)
+                                     shared(last) if last else old[_LAST], phone or old[_PHONE], fields, tags,
+                                     shared(account) if account else old[_ACCOUNT])
         return contact_id, False
 
     def tag_id(self, name: str) -> int:
@@ -237,6 +251,7 @@ class Store:
             "phone": contact.phone,
             "fields": {str(k): v for k, v in contact.field_values().items()},
             "tags": [self._tag_names[t] for t in contact.tags],
+            "account": contact.account,
             "lists": self.statuses_of(contact.id),
         }
 
@@ -254,7 +269,7 @@ class Store:
         return len(self._pending)
 
     def apply_due(self, now: float, fail_emails: frozenset[str], limit: int | None = None,
-                  through: ImportBatch | None = None) -> int:
+                  through: ImportBatch | None = None, excluded: frozenset[str] = frozenset()) -> int:
         """Apply queued imports whose time has come, oldest first: at most ``limit`` of them, but always every
         one up to ``through`` when that one is due. Returns how many were applied."""
         applied = 0
@@ -262,21 +277,24 @@ class Store:
         must = through is not None and not through.applied and through.due_at <= now
         while pending and pending[0].due_at <= now and (must or limit is None or applied < limit):
             batch = pending.popleft()
-            self._apply(batch, fail_emails)
+            self._apply(batch, fail_emails, excluded)
             applied += 1
             must = must and batch is not through
         return applied
 
-    def _apply(self, batch: ImportBatch, fail_emails: frozenset[str]) -> None:
+    def _apply(self, batch: ImportBatch, fail_emails: frozenset[str], excluded: frozenset[str]) -> None:
         items = batch.items if batch.items is not None else orjson.loads(batch.body)["contacts"] if batch.body else ()
         for item, email in zip(items, batch.emails or ()):
+            if email in excluded:
+                batch.fail(email, EXCLUDED_REASON)
+                continue
             if email in fail_emails:
-                batch.failure.append(email)
+                batch.fail(email, FAILED_REASON)
                 continue
             try:
                 batch.success.append(self._apply_contact(item, email))
-            except InvalidContact:
-                batch.failure.append(email)
+            except InvalidContact as exc:
+                batch.fail(email, f"Row skipped - {exc}")
         batch.body = batch.emails = batch.items = None
         batch.applied = True
 
@@ -284,13 +302,16 @@ class Store:
         """Upsert one bulk-imported contact and return its id; reads everything first so a bad value changes
         nothing."""
         get = item.get
-        first, last, phone = get("first_name"), get("last_name"), get("phone")
+        first, last, phone, account = get("first_name"), get("last_name"), get("phone"), get("customer_acct_name")
         if first is not None and type(first) is not str:
             first = text_of(first, "first_name")
         if last is not None and type(last) is not str:
             last = text_of(last, "last_name")
         if phone is not None and type(phone) is not str:
             phone = text_of(phone, "phone")
+        if account is not None and type(account) is not str:
+            account = text_of(account, "customer_acct_name")
+        account = account.strip() if account else account
         fields, tags = get("fields"), get("tags")
         pairs = field_pairs(fields) if fields else ()
         tag_ids = self._tag_set(tags) if tags else ()
@@ -298,7 +319,7 @@ class Store:
         subscribe = [list_id_of(entry["listid"]) for entry in subscribe] if subscribe else ()
         unsubscribe = [list_id_of(entry["listid"]) for entry in unsubscribe] if unsubscribe else ()
 
-        contact_id, _ = self._upsert(email, first, last, phone, pairs, tag_ids)
+        contact_id, _ = self._upsert(email, first, last, phone, pairs, tag_ids, account)
         for list_id in subscribe:
             # Only contacts new to the list are subscribed: bulk import never re-subscribes someone who
             # unsubscribed (only contactLists does), and a subscribed contact stays as it is.

@@ -151,6 +151,7 @@ def print_summary(report: RunReport, out: TextIO) -> None:
     if report.requests:
         out.write(f"  requests {report.requests.get('requests', 0):,}, retries {report.requests.get('retries', 0):,}"
                   f", refusals {report.requests.get('refusals', {})}\n")
+    out.writelines(f"  {note}\n" for note in report.notes)
     out.writelines(f"  ! {error}\n" for error in report.errors)
     out.write(f"  report: exporter-runs/{report.export}/{report.run_id}/report.json\n")
     if report.rejected_rows_blob:
@@ -207,6 +208,7 @@ def validate_export(export: ExportConfig, app: AppSettings, out: TextIO) -> int:
         ok(f"source {export.source.container}/{source.path}: entity {source.entity}, "
            f"{len(source.partitions)} partition(s), {len(source.columns)} columns")
         ok("mapping: every mapped column is in model.json")
+        out.write(f"  note  {export.automations_summary()}\n")
         client, found = connect_destination(export, app)
         client.close()
         ok(f"ActiveCampaign {export.destination.hostname}: key accepted, list {export.destination.list_id} "

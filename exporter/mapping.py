@@ -26,6 +26,7 @@ class Reason(str, Enum):
     DUPLICATE_EMAIL = "duplicate_email"
     MALFORMED_ROW = "malformed_row"
     REJECTED_BY_ACTIVECAMPAIGN = "rejected_by_activecampaign"
+    EXCLUDED_BY_ACTIVECAMPAIGN = "excluded_by_activecampaign"  # on the account's exclusion list
     NOT_CONFIRMED = "not_confirmed"
     OPTED_OUT = "opted_out"  # unsubscribed from the list by other means than this export: never subscribed again
 
@@ -129,7 +130,8 @@ class Mapper:
         self._width = len(columns)
         self._email = column(mapping.email)
         self._customer_id = index.get("CustomerId", index_folded.get("customerid"))
-        optional = [("first_name", mapping.first_name), ("last_name", mapping.last_name), ("phone", mapping.phone)]
+        optional = [("first_name", mapping.first_name), ("last_name", mapping.last_name), ("phone", mapping.phone),
+                    ("customer_acct_name", mapping.account)]
         # The JSON is assembled from pre-encoded pieces around each value: ~3x faster than building a dict and
         # encoding it, and byte for byte what orjson.dumps(dict) gives (fingerprints depend on it).
         self._optional = [(b',"%s":' % key.encode(), column(name)) for key, name in optional if name]

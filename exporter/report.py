@@ -55,6 +55,7 @@ class RunReport:
     requests: dict[str, Any] = field(default_factory=dict)
     batch_ids: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the user should know, e.g. a first run's automations
     error_kind: str | None = None  # config | transient | locked
     skip_reason: str | None = None
     rejected_rows_blob: str | None = None
@@ -79,7 +80,7 @@ class RunReport:
             "counts": dict(self.counts) | {"rejected": sum(self.rejected.values())},
             "rejectedByReason": dict(self.rejected), "requests": self.requests,
             "batchIds": self.batch_ids[:MAX_BATCH_IDS_IN_REPORT], "batchCount": len(self.batch_ids),
-            "errors": self.errors, "errorKind": self.error_kind, "skipReason": self.skip_reason,
+            "errors": self.errors, "notes": self.notes, "errorKind": self.error_kind, "skipReason": self.skip_reason,
             "rejectedRowsBlob": self.rejected_rows_blob, "resumed": self.resumed,
             "peakMemoryMb": self.peak_memory_mb, "stateMemoryMb": self.state_memory_mb,
         }
@@ -96,7 +97,7 @@ class RunReport:
             source=data.get("source") or {}, destination=data.get("destination") or {},
             counts=Counter(counts), rejected=Counter(data.get("rejectedByReason") or {}),
             requests=data.get("requests") or {}, batch_ids=data.get("batchIds") or [],
-            errors=data.get("errors") or [], error_kind=data.get("errorKind"), skip_reason=data.get("skipReason"),
+            errors=data.get("errors") or [], notes=data.get("notes") or [], error_kind=data.get("errorKind"), skip_reason=data.get("skipReason"),
             rejected_rows_blob=data.get("rejectedRowsBlob"), resumed=data.get("resumed") or {},
             peak_memory_mb=data.get("peakMemoryMb"), state_memory_mb=data.get("stateMemoryMb"),
         )

@@ -5,9 +5,17 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
+import orjson
 import pytest
 
-from exporter.activecampaign import ActiveCampaignClient, Pacer, bad_contacts
+from exporter.activecampaign import (
+    BODY_OVERHEAD,
+    ActiveCampaignClient,
+    Pacer,
+    bad_contacts,
+    encode_bulk_body,
+    is_exclusion,
+)
 from exporter.errors import ConfigError, DestinationAccessError, TransientError
 from exporter.settings import RateLimits
 
@@ -157,6 +165,22 @@ def test_requests_carry_the_key_json_and_the_api_path():
     assert request.content == b'{"contacts":[{"email":"a@example.com"}],"exclude_automations":false}'
 
 
+def test_a_bulk_import_can_exclude_automations_and_batching_leaves_room_for_either_body():
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(200, json={"success": 1, "batchId": "b-1"})
+
+    with client_with(handler, FakeTime()) as client:
+        client.bulk_import([b'{"email":"a@example.com"}'], ["a@example.com"], exclude_automations=True)
+    assert requests[0].content == b'{"contacts":[{"email":"a@example.com"}],"exclude_automations":true}'
+    for exclude in (False, True):
+        assert len(encode_bulk_body([], exclude)) <= BODY_OVERHEAD
+        body = encode_bulk_body([b'{"email":"a@example.com"}', b'{"email":"b@example.com"}'], exclude)
+        assert orjson.loads(body)["exclude_automations"] is exclude
+
+
 def test_a_refused_key_is_a_destination_error_that_does_not_show_the_key():
     time = FakeTime()
     client = client_with(Recorder(time, httpx.Response(403, json={"message": "Forbidden"})), time)
@@ -272,3 +296,20 @@ def test_a_proxy_httpx_cannot_use_is_a_config_error_naming_the_fix(monkeypatch, 
         ActiveCampaignClient(BASE, "secret-key", LIMITS)
     assert "hunter2" not in str(raised.value) and "NO_PROXY" in str(raised.value)
 
+
+
+def test_import_info_carries_failure_reasons_when_the_answer_has_them():
+    answers = [{"status": "completed", "success": ["1"], "failure": ["Out@Example.com", "late@example.com"],
+                "failureReasons": [{"email": "Out@Example.com", "failureReason": "Row skipped - It is on exclusion list"},
+                                   "not an object", {"email": "x@example.com"}]},
+               {"status": "completed", "success": [], "failure": ["a@example.com"]}]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answers.pop(0))
+
+    with client_with(handler, FakeTime()) as client:
+        with_reasons, without = client.import_info("b-1"), client.import_info("b-2")
+    assert with_reasons.failure == ["out@example.com", "late@example.com"]
+    assert with_reasons.failure_reasons == {"out@example.com": "Row skipped - It is on exclusion list"}
+    assert without.failure == ["a@example.com"] and without.failure_reasons == {}
+    assert is_exclusion("Row skipped - It is on exclusion list") and not is_exclusion("Invalid email address")

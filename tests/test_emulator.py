@@ -101,6 +101,23 @@ def test_unknown_routes_answer_404_json(free):
 # --- bulk import ---------------------------------------------------------------------------------------------
 
 
+def test_each_bulk_import_records_whether_it_excluded_automations(emu):
+    with client(emu) as http:
+        for body in ({"exclude_automations": True}, {"exclude_automations": False}, {}):
+            assert bulk(http, [contact("a@example.com"), contact("b@example.com")], **body).status_code == 200
+    assert [entry["excludeAutomations"] for entry in emu.bulk_import_requests()] == [True, False, False]
+
+
+def test_customer_acct_name_is_stored_as_the_contacts_account(emu):
+    with client(emu) as http:
+        first = bulk(http, [contact("a@example.com", customer_acct_name=" Contoso "), contact("b@example.com")])
+        wait_completed(http, first.json()["batchId"])
+        again = bulk(http, [contact("a@example.com", customer_acct_name=""), contact("b@example.com")])
+        wait_completed(http, again.json()["batchId"])
+    assert emu.contact("a@example.com")["account"] == "Contoso"  # an empty name leaves it as it is
+    assert emu.contact("b@example.com")["account"] == ""
+
+
 def test_accepted_bulk_import_is_applied_asynchronously_with_fields_tags_and_subscription(emu):
     contacts = [
         contact("Ana.Lopez@Example.com", first_name="Ana", last_name="López", phone="+34 600 000 001",
@@ -186,6 +203,19 @@ def test_fail_at_import_contacts_are_reported_in_failure_and_not_created(free):
                               .json()["batchId"])
     assert info["failure"] == ["late@example.com"] and len(info["success"]) == 1
     assert free.contact("late@example.com") is None and free.contact("fine@example.com") is not None
+
+
+def test_excluded_contacts_are_skipped_and_reported_with_the_exclusion_reason(free):
+    free.exclude({"Out@Example.com"})
+    free.fail_at_import({"late@example.com"})
+    with client(free) as http:
+        info = wait_completed(http, bulk(http, [contact("out@example.com"), contact("late@example.com"),
+                                                contact("fine@example.com")]).json()["batchId"])
+    assert info["failure"] == ["out@example.com", "late@example.com"] and len(info["success"]) == 1
+    assert info["failureReasons"] == [
+        {"email": "out@example.com", "failureReason": "Row skipped - It is on exclusion list"},
+        {"email": "late@example.com", "failureReason": "Row skipped - Contact could not be imported"}]
+    assert free.contact("out@example.com") is None and free.subscribers(LIST) == {"fine@example.com"}
 
 
 def test_size_limits_refuse_the_request_whole(free):

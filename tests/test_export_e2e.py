@@ -188,3 +188,42 @@ def test_validate_and_status_commands(app_env, emulator, container, tmp_path, ca
     assert cli_main(["status", "--config", config]) == 0
     status = capsys.readouterr().out
     assert "vip-status:" in status and "completed" in status
+
+
+@pytest.mark.parametrize("run_automations", [None, True, False])
+def test_run_automations_decides_exclude_automations_on_every_bulk_import(
+        run_automations, app_env, emulator, container, unique_name, tmp_path, capsys, caplog):
+    sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=600,
+                                 partitions=2, seed=4, with_stale_folder=False, bad_rows=False)
+    extra = {} if run_automations is None else {"runAutomations": run_automations}
+    config = write_config(tmp_path, export_dict(unique_name[:63], emulator.hostname, container.container_name,
+                                                sample.path, **extra))
+    expected_note = ("automations: skipped for imported contacts (runAutomations false)" if run_automations is False
+                     else "automations: run for imported contacts (runAutomations true)")
+
+    assert cli_main(["validate", "--config", config]) == 0
+    assert expected_note in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="exporter"):
+        assert cli_main(["run", "--config", config]) == 0
+    assert expected_note in capsys.readouterr().out  # the first run (no sync state yet) says it
+    assert expected_note in caplog.text
+    bulk = emulator.bulk_import_requests(accepted_only=True)
+    assert len(bulk) > 1 and emulator.subscribers(LIST_ID) == set(sample.expected)
+    assert {entry["excludeAutomations"] for entry in bulk} == {run_automations is False}
+
+    assert cli_main(["run", "--config", config, "--full"]) == 0  # not a first run: the state is stored
+    assert "automations:" not in capsys.readouterr().out
+    assert {entry["excludeAutomations"] for entry in emulator.bulk_import_requests()} == {run_automations is False}
+
+
+def test_mapping_account_reaches_activecampaign_as_customer_acct_name(app_env, emulator, container):
+    sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=300,
+                                 partitions=1, seed=6, with_stale_folder=False, bad_rows=False)
+    mapping = {"email": "PrimaryEmail", "firstName": "FirstName", "account": "LoyaltyTier"}
+    report = run(export_config("vip-accounts", emulator.hostname, container.container_name, sample.path,
+                               mapping=mapping))
+    assert report.status == "completed", report.errors
+    with_account = {email for email, values in sample.expected.items() if values["LoyaltyTier"].strip()}
+    assert with_account, "the sample should have rows with a value in the account column"
+    for email, values in sample.expected.items():  # the emulator stores customer_acct_name as "account"
+        assert emulator.contact(email)["account"] == values["LoyaltyTier"].strip(), email

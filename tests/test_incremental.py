@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 from azure.storage.blob import BlobServiceClient
 
 from devtools.sample_export import write_sample_export
+from exporter.mapping import email_key
 from exporter.settings import STATE_CONTAINER
+from exporter.state import StateStore
 from tests.helpers import LIST_ID, export_config, export_dict, rejected_rows, run
 
 T0 = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
@@ -80,6 +82,36 @@ def test_contacts_ac_fails_at_import_are_reported_by_customer_id_and_sent_again(
     second = run(export)
     assert sorted(sent_emails(emulator)) == failing  # not in the sync state: sent again, and nothing else
     assert second.counts["confirmed"] == 2 and second.counts["unchanged"] == len(v1.expected) - 2
+
+
+def test_contacts_on_the_exclusion_list_are_reported_as_excluded_and_kept_out_of_the_sync_state(
+        app_env, emulator, container):
+    v1 = export_v(container, 1)
+    excluded = sorted(v1.expected)[7]
+    failing = sorted(v1.expected)[9]
+    emulator.exclude({excluded})
+    emulator.fail_at_import({failing})
+    export = export_config("excluded", emulator.hostname, container.container_name, v1.path)
+    first = run(export)
+    assert first.status == "completed", first.errors
+    assert emulator.contact(excluded) is None and excluded not in emulator.subscribers(LIST_ID)
+    reasons = {row["email"]: (row["reason"], row["CustomerId"]) for row in rejected_rows(first)
+               if row["email"] in (excluded, failing)}
+    assert reasons == {excluded: ("excluded_by_activecampaign", v1.expected[excluded]["CustomerId"]),
+                       failing: ("rejected_by_activecampaign", v1.expected[failing]["CustomerId"])}
+    assert first.rejected["excluded_by_activecampaign"] == 1 and first.rejected["rejected_by_activecampaign"] == 1
+    assert first.counts["confirmed"] == len(v1.expected) - 2
+
+    state = StateStore(BlobServiceClient.from_connection_string(os.environ["AzureWebJobsStorage"])).load(
+        "excluded", "check", read_only=True).state
+    in_state = set(state.keys.tolist())
+    assert email_key(excluded) not in in_state and email_key(failing) not in in_state
+    assert len(state) == len(v1.expected) - 2
+
+    emulator.reset_log()
+    second = run(export)  # not confirmed, so sent again: still excluded, still reported as such
+    assert sorted(sent_emails(emulator)) == sorted([excluded, failing])
+    assert second.rejected["excluded_by_activecampaign"] == 1 and second.counts["confirmed"] == 0
 
 
 def test_mirror_removes_leavers_only_and_brings_returners_back(app_env, emulator, container):

@@ -47,6 +47,24 @@ def test_encoded_contact_is_exactly_what_encoding_the_payload_gives(first, city)
     assert contact.encoded == orjson.dumps(payload)
 
 
+@pytest.mark.parametrize("account", ["Contoso Ltd", " Zoë \"Z\" & Co \n", "", "   "])
+def test_account_is_sent_as_customer_acct_name_exactly_as_encoding_the_payload_gives(account):
+    m = mapper(account="City", fields={"7": "City"}, tags=["ci-vip"])
+    contact = m.map_row(["c1", "a@example.com", "Jane", "", "+1 555", account])
+    payload = {"email": "a@example.com", "first_name": "Jane", "phone": "+1 555"}
+    if account.strip():
+        payload["customer_acct_name"] = account.strip()
+    payload.update({"fields": [{"id": 7, "value": account}], "tags": ["ci-vip"], "subscribe": [{"listid": 3}]})
+    assert contact.encoded == orjson.dumps(payload)
+    assert ("customer_acct_name" in contact.payload) == bool(account.strip())  # empty values are not sent
+
+
+def test_account_column_must_be_in_model_json():
+    with pytest.raises(SourceError) as info:
+        mapper(account="Company")
+    assert "account → 'Company'" in str(info.value)
+
+
 def test_contact_without_fields_or_tags_encodes_as_the_payload():
     contact = mapper().map_row(["c1", "a@example.com", "", "", "", ""])
     assert contact.encoded == orjson.dumps({"email": "a@example.com", "subscribe": [{"listid": 3}]})

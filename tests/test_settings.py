@@ -67,6 +67,13 @@ def test_minimal_export_gets_published_limits_and_default_secret():
     assert "privacyConsent" in export.skip_reason()
 
 
+def test_run_automations_defaults_to_activecampaigns_true_and_takes_only_a_boolean():
+    assert parse_exports_config(VALID).exports[0].run_automations is True
+    assert parse_exports_config(with_change(["runAutomations"], False)).exports[0].run_automations is False
+    assert "runAutomations" in error_of(with_change(["runAutomations"], "no"))
+    assert "runAutomations" in error_of(with_change(["runAutomtions"], False))  # a typo is named, not ignored
+
+
 def test_unknown_key_is_named_with_a_suggestion():
     data = with_change(["destination", "listid"], "3")
     message = error_of(data)

@@ -76,9 +76,11 @@ class HeldActiveCampaign:
         self.release = threading.Event()
         self._lock = threading.Lock()
         self.in_flight = self.most_in_flight = self.answered = 0
+        self.excluded_automations: list[bool] = []  # each bulk import's exclude_automations
 
-    def bulk_import(self, encoded: list[bytes], emails: list[str]) -> str:
+    def bulk_import(self, encoded: list[bytes], emails: list[str], *, exclude_automations: bool = False) -> str:
         with self._lock:
+            self.excluded_automations.append(exclude_automations)
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         assert self.release.wait(30), "never released"
@@ -138,10 +140,10 @@ def test_each_batch_is_reported_accepted_before_it_is_confirmed_with_its_state_r
 
 def test_contacts_named_in_a_whole_batch_400_are_reported_and_the_rest_sent_again():
     class RefusesOne(HeldActiveCampaign):
-        def bulk_import(self, encoded: list[bytes], emails: list[str]) -> str:
+        def bulk_import(self, encoded: list[bytes], emails: list[str], *, exclude_automations: bool = False) -> str:
             if "user2@example.com" in emails:
                 raise BatchRejected({emails.index("user2@example.com"): "Invalid email address"}, "refused")
-            return super().bulk_import(encoded, emails)
+            return super().bulk_import(encoded, emails, exclude_automations=exclude_automations)
 
     client = RefusesOne()
     client.release.set()

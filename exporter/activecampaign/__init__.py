@@ -7,6 +7,7 @@ from .bulk_import import (
                           ImportStatus,
                           bad_contacts,
                           encode_bulk_body,
+                          is_exclusion,
 )
 from .client import ActiveCampaignClient, ClientStats
 from .pacing import AccountPacers, Pacer
@@ -14,6 +15,6 @@ from .refusals import retry_after_seconds
 
 __all__ = [
     "BODY_OVERHEAD", "MAX_CONTACTS_PER_REQUEST", "MAX_REQUEST_BYTES", "AccountPacers", "ActiveCampaignClient",
-    "BatchRejected", "ClientStats", "ImportStatus", "Pacer", "bad_contacts", "encode_bulk_body",
+    "BatchRejected", "ClientStats", "ImportStatus", "Pacer", "bad_contacts", "encode_bulk_body", "is_exclusion",
     "retry_after_seconds",
 ]

@@ -8,13 +8,19 @@ from ..errors import ExporterError
 
 MAX_CONTACTS_PER_REQUEST = 250
 MAX_REQUEST_BYTES = 400_000
+# The longer of the two bodies' fixed parts ("false" is one byte longer than "true"), so batching stays under the
+# request limit whichever an export sends.
 BODY_OVERHEAD = len(b'{"contacts":[],"exclude_automations":false}')
 FINISHED = frozenset({"completed", "failed", "interrupted"})
 
 
-def encode_bulk_body(encoded_contacts: list[bytes]) -> bytes:
-    """A bulk import request body from contacts already encoded as JSON objects."""
-    return b'{"contacts":[' + b",".join(encoded_contacts) + b'],"exclude_automations":false}'
+def encode_bulk_body(encoded_contacts: list[bytes], exclude_automations: bool = False) -> bytes:
+    """A bulk import request body from contacts already encoded as JSON objects.
+
+    ``exclude_automations`` true keeps the imported contacts from starting the account's automations (a welcome
+    series, say); false is ActiveCampaign's default."""
+    tail = b'],"exclude_automations":true}' if exclude_automations else b'],"exclude_automations":false}'
+    return b'{"contacts":[' + b",".join(encoded_contacts) + tail
 
 
 class BatchRejected(ExporterError):
@@ -32,10 +38,29 @@ class ImportStatus:
     status: str  # waiting | claimed | active | completed | failed | interrupted | unknown
     success: list[str] = field(default_factory=list)  # contact ids
     failure: list[str] = field(default_factory=list)  # emails, lower-cased
+    # Why, per failed email, when the answer says ("failureReasons"; ActiveCampaign documents only "failure").
+    failure_reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+
+def is_exclusion(reason: str) -> bool:
+    """Whether ActiveCampaign's reason for skipping a contact is the account's exclusion list
+    ("Row skipped - It is on exclusion list")."""
+    return "exclusion list" in reason.lower()
+
+
+def failure_reasons(data: dict[str, Any]) -> dict[str, str]:
+    """Email (lower-cased) → reason, from an import/info answer's "failureReasons"; {} when it has none."""
+    reasons: dict[str, str] = {}
+    for item in data.get("failureReasons") or []:
+        if isinstance(item, dict) and item.get("email"):
+            reason = item.get("failureReason") or item.get("reason") or item.get("message")
+            if reason:
+                reasons[str(item["email"]).lower()] = str(reason)
+    return reasons
 
 
 def bad_contacts(data: dict[str, Any], emails: list[str]) -> dict[int, str]:

@@ -18,7 +18,7 @@ import orjson
 from ..errors import ConfigError, DestinationAccessError, ExporterError, TransientError
 from ..list_status import ListStatus
 from ..settings import RateLimits
-from .bulk_import import BatchRejected, ImportStatus, bad_contacts, encode_bulk_body
+from .bulk_import import BatchRejected, ImportStatus, bad_contacts, encode_bulk_body, failure_reasons
 from .pacing import AccountPacers, Clock, Pacer, Sleep
 from .refusals import (
     MAX_RETRY_AFTER_SECONDS,
@@ -97,14 +97,16 @@ class ActiveCampaignClient:
         self._raise_for_status(response, f"GET /lists/{list_id}")
         return _json(response).get("list", {})
 
-    def bulk_import(self, encoded_contacts: list[bytes], emails: list[str]) -> str:
+    def bulk_import(self, encoded_contacts: list[bytes], emails: list[str], *,
+                    exclude_automations: bool = False) -> str:
         """Queue one bulk import of contacts already encoded as JSON; returns its batch id.
+
+        ``exclude_automations`` true: the imported contacts start none of the account's automations.
 
         Raises BatchRejected naming (by index) the contacts ActiveCampaign refused, when it names them.
         """
         pacer = self.pacers.bulk if len(encoded_contacts) > 1 else None  # single-contact imports have their own limit
-        response = self._request("POST", "import/bulk_import", content=encode_bulk_body(encoded_contacts),
-                                 pacer=pacer)
+        response = self._request("POST", "import/bulk_import", content=encode_bulk_body(encoded_contacts, exclude_automations), pacer=pacer)
         data = _json(response)
         if response.status_code == 400:
             raise BatchRejected(bad_contacts(data, emails), str(data.get("message") or "bulk import refused"))
@@ -123,7 +125,7 @@ class ActiveCampaignClient:
         if not data.get("status"):
             return ImportStatus("waiting")  # ActiveCampaign answers false/empty when polled too soon
         return ImportStatus(str(data["status"]), [str(x) for x in data.get("success") or []],
-                            [str(x).lower() for x in data.get("failure") or []])
+                            [str(x).lower() for x in data.get("failure") or []], failure_reasons(data))
 
     def find_contact_id(self, email: str) -> str | None:
         response = self._request("GET", "contacts", params={"email": email})

@@ -15,7 +15,7 @@ import numpy as np
 from azure.core.exceptions import ResourceModifiedError
 
 from .. import logsafe
-from ..activecampaign import ActiveCampaignClient
+from ..activecampaign import ActiveCampaignClient, is_exclusion
 from ..errors import ConfigError, LockLost, TransientError
 from ..list_status import ListStatus
 from ..mapping import Contact, Reason, Rejection, describe_origin
@@ -94,12 +94,15 @@ class ExportRun:
             log.info("resumed %s: %s", self.export.name, self.report.resumed)
             etag = store.save(self.export.name, self.state, etag)
             store.drop_journal(self.export.name)
+        if etag is None or loaded.problem:  # no stored sync state: every contact is about to be imported
+            self._note(self.export.automations_summary())
         list_size_before = self.state.subscribed_count()  # the mirror brake's measure of the list
         self._opt_outs = OptOutCheck(client, self.export.destination.list_id)
         bulk_rate = self.export.destination.rate_limits.bulk_imports_per_minute / 60.0
         journal = store.journal(self.export.name, bulk_rate)
         self._health_checks = (lock.check, journal.check)
-        sink = BulkSink(client, bulk_rate=bulk_rate, poll=self._poll_timing())
+        sink = BulkSink(client, bulk_rate=bulk_rate, poll=self._poll_timing(),
+                        exclude_automations=not self.export.run_automations)
         lock_lost = False
         try:
             diff = Diff(self.state, self.options.full_refresh)
@@ -130,6 +133,11 @@ class ExportRun:
                                       "run replays this run's confirmations")
             return
         store.drop_journal(self.export.name)
+
+    def _note(self, note: str) -> None:
+        """Something the user should know about this run: logged, and in the report and the CLI summary."""
+        log.info("export %s: %s", self.export.name, note)
+        self.report.notes.append(note)
 
     def _poll_timing(self) -> PollTiming:
         return PollTiming.for_rate(self.export.destination.rate_limits.requests_per_second)
@@ -253,8 +261,8 @@ class ExportRun:
         if failed:  # a Python step per contact only where ActiveCampaign reported failures
             for customer_id, email in batch.sources():
                 if email in failed:
-                    self._reject(Rejection(customer_id, email, Reason.REJECTED_BY_ACTIVECAMPAIGN,
-                                           f"ActiveCampaign reported that import {batch.batch_id} failed for it"))
+                    self._reject(self._failed_at_import(customer_id, email, batch.batch_id,
+                                                        event.failure_reasons.get(email)))
             rows = rows.without_emails(set(failed))
         unsubscribed = rows.flags == ListStatus.UNSUBSCRIBED
         if unsubscribed.any():  # the state keeps when this export's unsubscribe was confirmed (see opt_outs)
@@ -265,6 +273,16 @@ class ExportRun:
         self.counts["confirmed"] += subscribed
         self.counts["unsubscribed"] += len(rows) - subscribed
         self._returners.extend(email for email in batch.returners if email not in failed)
+
+    @staticmethod
+    def _failed_at_import(customer_id: str, email: str, batch_id: str, reason: str | None) -> Rejection:
+        """A contact ActiveCampaign reported as failed in a processed import: skipped for its exclusion list, or
+        failed for another (or no stated) reason. Either way it stays out of the sync state."""
+        if reason and is_exclusion(reason):
+            return Rejection(customer_id, email, Reason.EXCLUDED_BY_ACTIVECAMPAIGN,
+                             f"on the ActiveCampaign account's exclusion list; import {batch_id} skipped it ({reason})")
+        detail = f"ActiveCampaign reported that import {batch_id} failed for it"
+        return Rejection(customer_id, email, Reason.REJECTED_BY_ACTIVECAMPAIGN, f"{detail}: {reason}" if reason else detail)
 
     def _not_confirmed(self, event: BatchNotConfirmed) -> None:
         for customer_id, email in event.batch.sources():

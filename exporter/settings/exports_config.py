@@ -91,6 +91,7 @@ class Mapping(_Strict):
     phone: str | None = None
     fields: dict[str, str] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+    account: str | None = None  # column with the contact's account (company) name: customer_acct_name
 
     @field_validator("fields")
     @classmethod
@@ -112,7 +113,8 @@ class Mapping(_Strict):
 
     def columns(self) -> dict[str, str]:
         """Target name → source column, for every mapped column."""
-        pairs = {"email": self.email, "firstName": self.first_name, "lastName": self.last_name, "phone": self.phone}
+        pairs = {"email": self.email, "firstName": self.first_name, "lastName": self.last_name, "phone": self.phone,
+                 "account": self.account}
         mapped = {target: column for target, column in pairs.items() if column}
         mapped.update({f"fields.{field_id}": column for field_id, column in self.fields.items()})
         return mapped
@@ -127,6 +129,9 @@ class ExportConfig(_Strict):
     enabled: bool = True
     remove_missing: bool = Field(False, alias="removeMissing")
     max_removal_share: float = Field(0.2, alias="maxRemovalShare", ge=0, le=1)
+    # ActiveCampaign's own default: imported contacts start the account's automations (a welcome series…).
+    # Strict: only a JSON true or false decides whether a million welcome emails go out.
+    run_automations: bool = Field(True, alias="runAutomations", strict=True)
 
     @field_validator("name")
     @classmethod
@@ -137,6 +142,12 @@ class ExportConfig(_Strict):
                 "(it names folders in storage and URLs), e.g. \"vip-customers\""
             )
         return value
+
+    def automations_summary(self) -> str:
+        """What bulk imports do about the account's automations, as validate and a first run say it."""
+        if self.run_automations:
+            return "automations: run for imported contacts (runAutomations true)"
+        return "automations: skipped for imported contacts (runAutomations false)"
 
     def skip_reason(self) -> str | None:
         """Why this export must not run, or None when it may."""

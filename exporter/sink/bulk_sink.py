@@ -60,8 +60,9 @@ class BulkSink:
     """
 
     def __init__(self, client: ActiveCampaignClient, *, bulk_rate: float, poll: PollTiming, max_in_flight: int = 48,
-                 max_unconfirmed: int = 128, max_waiting: int = 8) -> None:
+                 max_unconfirmed: int = 128, max_waiting: int = 8, exclude_automations: bool = False) -> None:
         self._client = client
+        self._exclude_automations = exclude_automations  # sent on every bulk import (the export's runAutomations)
         self._window = InFlightWindow(bulk_rate, max_in_flight)
         self._senders = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="ac-send")
         # Polls take as long as bulk requests and one is needed per batch: give them the same headroom.
@@ -167,7 +168,8 @@ class BulkSink:
             self._settle()
             return []
         try:
-            batch_id = self._client.bulk_import(batch.encoded, batch.emails)
+            batch_id = self._client.bulk_import(batch.encoded, batch.emails,
+                                                exclude_automations=self._exclude_automations)
         except BatchRejected as refusal:
             return self._split_rejected(batch, refusal)
         with self._changed:
@@ -226,7 +228,7 @@ class BulkSink:
         batch = due.batch
         status = self._client.import_info(batch.batch_id)
         if status.status == "completed":
-            self._settle(BatchConfirmed(batch, frozenset(status.failure)))
+            self._settle(BatchConfirmed(batch, frozenset(status.failure), status.failure_reasons))
         elif status.finished:
             # ActiveCampaign gave up on the import (failed / interrupted): not confirmed, so its contacts stay out
             # of the sync state and the next run sends them again.

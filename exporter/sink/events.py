@@ -6,7 +6,7 @@ the sync state, the journal and the report.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -50,10 +50,12 @@ class BatchAccepted:
 
 @dataclass(frozen=True, slots=True)
 class BatchConfirmed:
-    """ActiveCampaign processed the import; ``failed_emails`` are the contacts it reported as failed."""
+    """ActiveCampaign processed the import; ``failed_emails`` are the contacts it reported as failed, and
+    ``failure_reasons`` its reason for those it gave one for (the run decides what each means)."""
 
     batch: SentBatch
     failed_emails: frozenset[str]
+    failure_reasons: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
