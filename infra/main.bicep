@@ -37,6 +37,9 @@ param exportsConfigBase64 string = ''
 @description('Six-field CRON schedule of the timer that runs the enabled exports. Empty: every 6 hours.')
 param exportSchedule string = ''
 
+@description('Comma-separated exact hostnames an export may send the API key to besides ActiveCampaign\'s own API hosts (the app setting ALLOWED_DESTINATION_HOSTS). Empty: ActiveCampaign only.')
+param allowedDestinationHosts string = ''
+
 @description('Existing storage account Customer Insights exports to (CI_EXPORT_STORAGE__blobServiceUri). Empty: not configured yet.')
 param exportStorageAccountName string = ''
 
@@ -173,6 +176,7 @@ module functionApp 'app/functionapp.bicep' = {
     exportContainerName: exportContainer
     exportsConfig: exportsConfig
     exportSchedule: empty(exportSchedule) ? defaultExportSchedule : exportSchedule
+    allowedDestinationHosts: allowedDestinationHosts
     maximumInstanceCount: maximumInstanceCount
   }
   // The host must be able to reach its storage, vault and telemetry when it first starts.

@@ -38,6 +38,7 @@ def app_env(azurite, monkeypatch) -> dict[str, str]:
     }
     monkeypatch.delenv("KEY_VAULT_URL", raising=False)
     monkeypatch.delenv("EXPORTS_CONFIG", raising=False)
+    monkeypatch.delenv("ALLOWED_DESTINATION_HOSTS", raising=False)  # ActiveCampaign's hosts and the emulator only
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env

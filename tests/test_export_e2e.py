@@ -6,8 +6,10 @@ import io
 import json
 import logging
 
+import httpx
 import pytest
 
+import exporter.preflight
 from devtools.sample_export import EMAIL as EMAIL_COLUMN
 from devtools.sample_export import write_sample_export
 from exporter.cli import main as cli_main
@@ -158,6 +160,33 @@ def test_bad_input_exits_2_with_a_clear_message_and_sends_nothing(
     # At most the access check was made (a GET); nothing was written to AC.
     assert [r for r in emulator.requests if r["method"] != "GET"] == [] and emulator.contacts() == []
     assert "wrong-key" not in out.out + out.err and API_KEY not in out.out + out.err
+
+
+@pytest.mark.parametrize("hostname", [
+    "attacker.example.com", "127.1", "169.254.43518", "0x7f000001", "https://acme.api-us1.com@attacker.example.com",
+    "acme.api-us1.com.attacker.example.com", "xn--cme-8cd.api-us1.com",
+])
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_destination_other_than_activecampaign_exits_2_and_sends_nothing(
+        command, hostname, app_env, emulator, container, tmp_path, monkeypatch, capsys):
+    sample = write_sample_export(container, path="CustomerInsights_1/vip", entity="VipCustomers", rows=10,
+                                 partitions=1, seed=1)
+    sent: list[httpx.Request] = []
+
+    def record(transport, request):  # every request httpx would send, to any host
+        sent.append(request)
+        raise httpx.ConnectError("blocked by the test", request=request)
+
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", record)
+    monkeypatch.setattr(exporter.preflight, "get_api_key", lambda *a, **k: pytest.fail("the API key was read"))
+    export = export_dict("vip", emulator.hostname, container.container_name, sample.path)
+    export["destination"] = {**export["destination"], "hostname": hostname}
+    code = cli_main([command, "--config", write_config(tmp_path, export)])
+    out = capsys.readouterr()
+    assert code == 2, out
+    assert "destination.hostname (export 'vip')" in out.err
+    assert "ALLOWED_DESTINATION_HOSTS" in out.err or "IP address" in out.err or "credentials" in out.err
+    assert sent == [] and emulator.requests == [] and API_KEY not in out.out + out.err
 
 
 def test_disabled_or_unconsented_exports_are_skipped_with_the_reason(app_env, emulator, container, tmp_path, capsys):

@@ -354,6 +354,25 @@ def test_bad_settings_fail_the_request_with_a_message_naming_the_setting(monkeyp
     assert answer.status_code == 500 and "AzureWebJobsStorage" in body_of(answer)["error"]
 
 
+def test_a_destination_other_than_activecampaign_is_a_config_error_unless_allowed(
+        monkeypatch, app_env, run_queue, unique_name):
+    configure(monkeypatch, export_dict(unique_name, "attacker.example.com", "customer-insights", "ci/a"))
+    answer = start(unique_name)
+    error = body_of(answer)["error"]
+    assert answer.status_code == 500 and "destination.hostname" in error and "ALLOWED_DESTINATION_HOSTS" in error
+    run_id = new_run_id()
+    handler("run_queued_export")(queue_message(run_id, unique_name))  # returns: no retry fixes a bad config
+    failed = ReportStore(BlobServiceClient.from_connection_string(app_env["AzureWebJobsStorage"])).load(
+        unique_name, run_id)
+    assert (failed.status, failed.error_kind) == ("failed", "config")
+    assert "is not an ActiveCampaign API host" in failed.errors[-1]
+    assert message_count(run_queue) == 0
+
+    monkeypatch.setenv("ALLOWED_DESTINATION_HOSTS", "attacker.example.com")  # the operator's explicit choice
+    listed = handler("list_exports")(http("GET", "exports"))
+    assert listed.status_code == 200, listed.get_body()
+
+
 def test_start_all_queues_every_export_that_may_run(monkeypatch, container, run_queue, reports, unique_name):
     a = export_dict(f"{unique_name}-a", OTHER_HOST, container.container_name, "ci/a")
     b = export_dict(f"{unique_name}-b", OTHER_HOST, container.container_name, "ci/b")

@@ -9,7 +9,11 @@ import pytest
 
 from exporter.errors import ConfigError
 from exporter.settings import (
+    ALLOWED_HOSTS_SETTING,
+    AZURE_APP_SETTINGS,
+    LOCAL_APP_SETTINGS,
     AppSettings,
+    allowed_destination_hosts,
     load_exports_config,
     normalise_hostname,
     parse_exports_config,
@@ -26,6 +30,12 @@ VALID = {
         "privacyConsent": True, "enabled": True, "removeMissing": False,
     }]
 }
+
+
+@pytest.fixture(autouse=True)
+def no_allowed_hosts(monkeypatch):
+    """Only ActiveCampaign's hosts, whatever the developer's environment says."""
+    monkeypatch.delenv(ALLOWED_HOSTS_SETTING, raising=False)
 
 
 def with_change(path: list, value) -> dict:
@@ -114,6 +124,10 @@ def test_custom_field_keys_must_be_ids():
     ("https://youraccount.api-us1.com", "youraccount.api-us1.com"),
     ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
     ("http://localhost:9000/", "http://localhost:9000"),
+    ("acme.api-us1.com", "acme.api-us1.com"),
+    ("acme-corp2.api-us13.com", "acme-corp2.api-us13.com"),
+    ("https://acme.activehosted.com/", "acme.activehosted.com"),
+    ("ACME.ActiveHosted.com", "acme.activehosted.com"),
 ])
 def test_hostname_accepted(value, expected):
     assert normalise_hostname(value) == expected
@@ -138,6 +152,105 @@ def test_pasted_https_url_warns(caplog):
 def test_hostname_rejected(value, hint):
     message = error_of(with_change(["destination", "hostname"], value))
     assert "destination.hostname" in message and hint in message
+
+
+NOT_ACTIVECAMPAIGN = "is not an ActiveCampaign API host"
+IP_ADDRESS = "is an IP address"
+
+
+@pytest.mark.parametrize("value, hint", [
+    # Not ActiveCampaign's.
+    ("attacker.example.com", NOT_ACTIVECAMPAIGN),
+    ("https://attacker.example.com", NOT_ACTIVECAMPAIGN),
+    ("acme.api-us1.com.evil.com", NOT_ACTIVECAMPAIGN),
+    ("acme.activehosted.com.evil.com", NOT_ACTIVECAMPAIGN),
+    ("api-us1.com", NOT_ACTIVECAMPAIGN),  # no account
+    ("activehosted.com", NOT_ACTIVECAMPAIGN),
+    ("a.b.api-us1.com", NOT_ACTIVECAMPAIGN),  # the account is one label
+    ("acme.api-us0.com", NOT_ACTIVECAMPAIGN),
+    ("acme.api-usx.com", NOT_ACTIVECAMPAIGN),
+    ("acme.api-us1.co", NOT_ACTIVECAMPAIGN),
+    ("acme-api-us1.com", NOT_ACTIVECAMPAIGN),
+    ("evilapi-us1.com", NOT_ACTIVECAMPAIGN),
+    ("127.0.0.1.nip.io", NOT_ACTIVECAMPAIGN),
+    ("localhost.localdomain", NOT_ACTIVECAMPAIGN),
+    # IP addresses, in every notation a resolver or URL parser accepts.
+    ("127.0.0.1", IP_ADDRESS),
+    ("127.1", IP_ADDRESS),
+    ("0177.0.0.1", IP_ADDRESS),
+    ("0x7f.0.0.1", IP_ADDRESS),
+    ("0x7f000001", IP_ADDRESS),
+    ("2130706433", IP_ADDRESS),
+    ("017700000001", IP_ADDRESS),
+    ("169.254.43518", IP_ADDRESS),  # 169.254.169.254
+    ("169.254.169.254", IP_ADDRESS),
+    ("1.2.3.4.", IP_ADDRESS),
+    ("https://127.1", IP_ADDRESS),
+    ("https://0x7f000001/", IP_ADDRESS),
+    ("https://[::1]", IP_ADDRESS),
+    ("https://[::ffff:127.0.0.1]", IP_ADDRESS),
+    ("https://[fd00:ec2::254]", IP_ADDRESS),
+    ("::1", "hostname only"),
+    ("http://127.1:8080", "plain http"),
+    ("http://0x7f000001:8080", "plain http"),
+    ("http://[::1]:8080", "plain http"),
+    ("http://localhost.:8080", "plain http"),
+    # Trailing dots.
+    ("acme.api-us1.com.", "not a valid hostname"),
+    ("https://acme.api-us1.com./", "not a valid hostname"),
+    # User info and other tricks that put another host after the one a reader sees.
+    ("acme.api-us1.com@evil.com", "hostname only"),
+    ("https://acme.api-us1.com@evil.com", "credentials"),
+    ("https://acme.api-us1.com:x@evil.com", "credentials"),
+    ("https://acme.api-us1.com\\@evil.com", "credentials"),
+    ("https://evil.com#@acme.api-us1.com", "remove the path"),
+    ("http://127.0.0.1:8080@evil.com:80", "credentials"),
+    ("http://evil.com#@127.0.0.1:8080", "remove the path"),
+    ("http://127.0.0.1:8080/@evil.com", "remove the path"),
+    ("https://evil.com?@acme.api-us1.com", "remove the path"),
+    ("https://evil.com\\acme.api-us1.com", "not a valid hostname"),
+    ("acme.api-us1.com%2eevil.com", "not a valid hostname"),
+    ("acme\n.api-us1.com", "not a valid hostname"),
+    # IDN look-alikes: non-ASCII, and punycode in place of an account or domain.
+    ("\u0430cme.api-us1.com", "non-ASCII"),  # Cyrillic a
+    ("acme.api-us1.c\u043em", "non-ASCII"),
+    ("\u212acme.api-us1.com", "non-ASCII"),  # Kelvin sign: lower() makes it ASCII k
+    ("acme.api\u2010us1.com", "non-ASCII"),
+    ("127\u30020\u30020\u30021", "non-ASCII"),  # ideographic full stops
+    ("https://\u0430cme.api-us1.com", "non-ASCII"),
+    ("xn--cme-8cd.api-us1.com", NOT_ACTIVECAMPAIGN),
+    ("acme.xn--api-us1-9ng.com", NOT_ACTIVECAMPAIGN),
+])
+def test_only_activecampaign_hosts_are_destinations(value, hint):
+    message = error_of(with_change(["destination", "hostname"], value))
+    assert "destination.hostname" in message and hint in message, message
+    if hint == NOT_ACTIVECAMPAIGN:
+        assert ALLOWED_HOSTS_SETTING in message  # the fix
+
+
+def test_allowed_destination_hosts_lets_exactly_those_through(monkeypatch):
+    monkeypatch.setenv(ALLOWED_HOSTS_SETTING, " AC-Relay.example.com , other.example.org,")
+    assert allowed_destination_hosts() == {"ac-relay.example.com", "other.example.org"}
+    export = parse_exports_config(with_change(["destination", "hostname"], "ac-relay.example.com")).exports[0]
+    assert export.destination.base_url == "https://ac-relay.example.com/api/3"
+    assert normalise_hostname("https://AC-relay.example.com/") == "ac-relay.example.com"
+    assert normalise_hostname("acme.api-us1.com") == "acme.api-us1.com"  # ActiveCampaign's still are
+    for near in ["relay.example.com", "x.ac-relay.example.com", "ac-relay.example.com.evil.com", "attacker.example.com"]:
+        message = error_of(with_change(["destination", "hostname"], near))
+        assert NOT_ACTIVECAMPAIGN in message and "it lists ac-relay.example.com, other.example.org" in message
+
+
+def test_allowed_destination_hosts_does_not_let_ip_addresses_through(monkeypatch):
+    monkeypatch.setenv(ALLOWED_HOSTS_SETTING, "127.1,169.254.169.254")
+    for value in ["127.1", "169.254.169.254"]:
+        assert IP_ADDRESS in error_of(with_change(["destination", "hostname"], value))
+
+
+def test_allowed_destination_hosts_is_an_app_setting_in_azure_and_locally():
+    assert ALLOWED_HOSTS_SETTING == "ALLOWED_DESTINATION_HOSTS"
+    assert ALLOWED_HOSTS_SETTING in AZURE_APP_SETTINGS and ALLOWED_HOSTS_SETTING in LOCAL_APP_SETTINGS
+    assert allowed_destination_hosts({}) == frozenset()
+    assert allowed_destination_hosts({ALLOWED_HOSTS_SETTING: " , "}) == frozenset()
 
 
 def test_config_from_file_and_from_json_text(tmp_path):

@@ -3,7 +3,8 @@
 - ``names``: container, queue, schedule and secret names shared with infra/, and the export-name rule.
 - ``exports_config``: the exports config model (pydantic; unknown keys are errors).
 - ``config_loading``: reading the config from a file or JSON text, with friendly validation errors.
-- ``hostname``: ``destination.hostname`` checks and normalisation (which hosts an export may send to).
+- ``hostname``: ``destination.hostname`` checks and normalisation (which hosts an export may send to: ActiveCampaign's,
+  the local emulator, and those in the app setting ``ALLOWED_DESTINATION_HOSTS``).
 - ``app_settings``: ``AppSettings`` from the environment, the Azure and local setting contracts, Azurite.
 
 Other code imports from ``exporter.settings`` itself, which re-exports the public names listed in ``__all__``.
@@ -27,7 +28,7 @@ from .exports_config import (
     RateLimits,
     Source,
 )
-from .hostname import normalise_hostname
+from .hostname import ALLOWED_HOSTS_SETTING, allowed_destination_hosts, normalise_hostname
 from .names import (
     DEFAULT_EXPORT_CONTAINER,
     DEFAULT_EXPORT_SCHEDULE,
@@ -39,6 +40,7 @@ from .names import (
 )
 
 __all__ = [
+    "ALLOWED_HOSTS_SETTING",
     "AZURE_APP_SETTINGS",
     "AZURITE_ACCOUNT_KEY",
     "AZURITE_CONNECTION_STRING",
@@ -58,6 +60,7 @@ __all__ = [
     "RateLimits",
     "Source",
     "StorageTarget",
+    "allowed_destination_hosts",
     "load_exports_config",
     "normalise_hostname",
     "parse_exports_config",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 from .config_loading import load_exports_config
 from .exports_config import ExportsConfig
+from .hostname import ALLOWED_HOSTS_SETTING
 from .names import DEFAULT_EXPORT_SCHEDULE
 
 # App settings the code reads in Azure (identity-based connections, no keys). infra/ must set exactly these.
@@ -16,6 +17,7 @@ AZURE_APP_SETTINGS = frozenset(
         "EXPORTS_CONFIG",
         "EXPORT_SCHEDULE",
         "KEY_VAULT_URL",
+        ALLOWED_HOSTS_SETTING,  # read when the exports config is validated (exporter.settings.hostname)
         "CI_EXPORT_CONTAINER",
         "CI_EXPORT_STORAGE__blobServiceUri",
         "CI_EXPORT_STORAGE__queueServiceUri",  # read by the host: the blob trigger's poison queue
@@ -32,8 +34,8 @@ AZURE_APP_SETTINGS = frozenset(
 )
 # Local development uses connection strings instead (Azurite); see local.settings.sample.json.
 LOCAL_APP_SETTINGS = frozenset(
-    {"EXPORTS_CONFIG", "EXPORT_SCHEDULE", "KEY_VAULT_URL", "CI_EXPORT_CONTAINER", "CI_EXPORT_STORAGE",
-     "AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME"}
+    {"EXPORTS_CONFIG", "EXPORT_SCHEDULE", "KEY_VAULT_URL", ALLOWED_HOSTS_SETTING, "CI_EXPORT_CONTAINER",
+     "CI_EXPORT_STORAGE", "AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME"}
 )
 
 # Azurite's well-known development account; "UseDevelopmentStorage=true" stands for this connection string.

@@ -47,6 +47,9 @@ param exportsConfig string
 @description('Six-field CRON schedule of the export timer.')
 param exportSchedule string
 
+@description('Comma-separated exact hostnames an export may send the API key to besides ActiveCampaign\'s own API hosts (ALLOWED_DESTINATION_HOSTS). Empty: ActiveCampaign only.')
+param allowedDestinationHosts string = ''
+
 @description('Python version of the Flex Consumption runtime (3.11 or later: the exporter uses 3.11 features).')
 @allowed([
   '3.11'
@@ -166,6 +169,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'EXPORT_SCHEDULE'
           value: exportSchedule
+        }
+        {
+          name: 'ALLOWED_DESTINATION_HOSTS'
+          value: allowedDestinationHosts
         }
         {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
