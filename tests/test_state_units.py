@@ -487,12 +487,29 @@ def test_a_damaged_version_4_file_either_loads_or_is_unreadable_and_nothing_else
             decode_state(data[:size])
 
 
-def test_older_versions_damaged_raise_only_the_state_file_error():
-    for data in (encode_rows(rows([3, 1, 2])),):  # version 1
-        for at in range(len(data)):
+def older_files() -> dict[int, bytes]:
+    emails = PackedEmails.of(["u3@example.com", "u1@example.com"])
+    store = EmailStore(emails)
+    columns = [[np.array([1, 3], "<u8")], [np.array([101, 103], "<u8")],
+               [np.array([ListStatus.SUBSCRIBED] * 2, np.uint8)], [np.array([1, 0], "<u4")]]
+    return {1: encode_rows(rows([3, 1, 2])),
+            2: _pack({"count": 2, "emails": 2, "version": 2}, [*columns, [emails.data]], (0, 0, 1, 0, 1)),
+            3: _pack({"count": 2, "emails": 2, "version": 3, "emailChunks": [[2, len(store.chunks[0])]]},
+                     [*columns, store.chunks], (0, 0, 1, 0, None))}
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_older_versions_damaged_raise_only_the_state_file_error(version):
+    data = older_files()[version]
+    assert decode_state(data).rows().keys.tolist() in ([1, 2, 3], [1, 3])
+    for at in range(len(data)):
+        for mask in (0x01, 0xFF):
             broken = bytearray(data)
-            broken[at] ^= 0xFF
+            broken[at] ^= mask
             try:
                 decode_state(bytes(broken))
             except StateFileError:
                 pass
+    for size in range(len(data)):
+        with pytest.raises(StateFileError):
+            decode_state(data[:size])
