@@ -152,3 +152,24 @@ def test_a_version_4_state_in_storage_still_loads(app_env, emulator, container):
     again = run(export)
     assert again.status == "completed" and again.errors == [] and emulator.bulk_import_requests() == []
     assert b'"version":5' in state.download_blob().readall()[:100]  # saved as version 5 again
+
+
+def test_a_flipped_key_in_a_version_4_state_unsubscribes_nobody(app_env, emulator, container):
+    # The audit's case, on a state an older exporter wrote: version 4 has no checksums, so a flipped key used to
+    # load, and mirror mode unsubscribed the contact whose email it stood by, for good. Its keys are now checked
+    # against its emails when it is loaded.
+    v1 = export_v(container, 1)
+    export = export_config("v4flip", emulator.hostname, container.container_name, v1.path, removeMissing=True)
+    assert run(export).status == "completed"
+    state = state_blobs().get_blob_client("v4flip/state.bin")
+    v4 = bytearray(b"".join(encode_state_pieces(read_state(state.download_blob()), version=4)))
+    v4[12 + int.from_bytes(v4[8:12], "little") + 8 + 800] ^= 0x5A  # a byte of the 101st key
+    state.upload_blob(bytes(v4), overwrite=True)
+    emulator.reset_log()
+    damaged = run(export)
+    assert damaged.status == "completed", damaged.errors
+    assert any("keys do not match their emails" in e for e in damaged.errors), damaged.errors
+    assert damaged.counts["unsubscribed"] == 0 and emulator.unsubscribed(LIST_ID) == set()
+    assert emulator.subscribers(LIST_ID) == set(v1.expected)
+    again = run(export)
+    assert again.status == "completed" and again.errors == [] and again.counts["sent"] == 0

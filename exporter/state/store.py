@@ -12,6 +12,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient
 
+from ..mapping import email_key
 from ..settings import STATE_CONTAINER
 from .journal import Journal, JournalReplay, replay_journal
 from .lock import ExportLock
@@ -64,7 +65,8 @@ class StateStore:
             loaded = LoadedState(SyncState(), None, None)
         else:
             try:
-                loaded = LoadedState(read_state(download), etag)  # read as it downloads, 4 MiB at a time
+                # read as it downloads, 4 MiB at a time; a file without checksums has its keys checked
+                loaded = LoadedState(read_state(download, key_of=email_key), etag)
             except StateFileError as exc:  # the decoder's one error for a file it cannot read
                 aside = f"{export}/state.bin.unreadable-{run_id}"
                 if not read_only:
