@@ -199,9 +199,10 @@ class ExportRun:
         keys, emails = self.state.subscribed_missing_from(diff.seen.sorted())
         if self._state_unreadable:
             self.counts["removalSkipped"] = len(keys)
-            self.report.errors.append("mirror mode unsubscribed nobody in this run: the sync state was unreadable, "
-                                      "so it cannot tell who left the segment (contacts that left before this run stay on the list); "
-                                      "from the next run on, leavers are unsubscribed again")
+            self.report.errors.append(
+                "mirror mode unsubscribed nobody in this run: the sync state was unreadable, so it cannot tell who "
+                "left the segment (contacts that left before this run stay on the list); from the next run on, "
+                "leavers are unsubscribed again")
             return []
         if not len(keys):
             return []
