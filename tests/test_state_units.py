@@ -25,7 +25,7 @@ from exporter.state import (
     replay_journal,
     state_file,
 )
-from exporter.state.state_file import _header, _pack
+from exporter.state.state_file import StateFileError, _header, _pack, encode_state_pieces
 
 
 def rows(keys, fp_base=100, flag=ListStatus.SUBSCRIBED) -> StateRows:
@@ -158,12 +158,20 @@ def test_a_state_is_read_as_it_arrives_in_small_pieces(monkeypatch):
         read_state(Trickle(data[:-3]))
 
 
-def with_header(data: bytes, change) -> bytes:
-    """A state file with its header changed by ``change`` and the sections left as they are."""
+def with_header(data: bytes, change, resign: bool = True) -> bytes:
+    """A state file with its header changed by ``change`` and the sections left as they are; a version 5 header
+    gets a checksum that matches again (``resign``), so what is tested is what comes after the checksum."""
     header = _header(data)
-    change(header)
-    head = orjson.dumps(header)
-    return data[:8] + len(head).to_bytes(4, "little") + head + data[12 + int.from_bytes(data[8:12], "little"):]
+    checked = header.get("version", 1) >= 5
+    replaced = change(header)  # changes the header in place, or returns what to write instead (bytes as they are)
+    header = header if replaced is None else replaced
+    head = header if isinstance(header, bytes) else orjson.dumps(header)
+    start = data[:8] + len(head).to_bytes(4, "little") + head
+    rest = data[12 + int.from_bytes(data[8:12], "little") + (4 if checked else 0):]
+    if checked:
+        start += (zlib.crc32(start) if resign else zlib.crc32(data[:12 + int.from_bytes(data[8:12], "little")])
+                  ).to_bytes(4, "little")
+    return start + rest
 
 
 def test_decode_state_refuses_a_column_longer_than_the_header_says():
@@ -339,3 +347,188 @@ def test_state_memory_counts_arrays_emails_and_unfolded_confirmations(monkeypatc
     seen = SeenKeys()
     seen.add_new(np.arange(50, dtype=np.uint64))
     assert seen.nbytes == 50 * 8
+
+
+# --- version 5: checksums, and one error for whatever cannot be read ---------------------------------------------
+
+def small_state() -> SyncState:
+    state = SyncState(rows([5, 1, 9]))
+    state.record(rows([7, 3], fp_base=50, flag=ListStatus.UNSUBSCRIBED))  # a second email chunk
+    return state.fold()
+
+
+def version_5_sections(data: bytes) -> dict[str, tuple[int, int]]:
+    """Where the header and each section's contents lie in a version 5 file (start, end)."""
+    at = 12 + int.from_bytes(data[8:12], "little")
+    where = {"header": (12, at)}
+    at += 4
+    for name in ("keys", "fingerprints", "flags", "refs", "emails"):
+        length = int.from_bytes(data[at:at + 8], "little")
+        where[name] = (at + 8, at + 8 + length)
+        at += 8 + length + 4
+    assert at == len(data)
+    return where
+
+
+def test_version_5_is_written_with_a_crc_after_the_header_and_after_each_section():
+    data = encode_state(small_state())
+    assert _header(data)["version"] == 5
+    where = version_5_sections(data)
+    assert int.from_bytes(data[where["header"][1]:where["header"][1] + 4], "little") == zlib.crc32(
+        data[:where["header"][1]])
+    for name in ("keys", "fingerprints", "flags", "refs", "emails"):
+        start, end = where[name]
+        assert int.from_bytes(data[end:end + 4], "little") == zlib.crc32(data[start - 8:end]), name
+    assert decode_state(data).rows().keys.tolist() == [1, 3, 5, 7, 9]
+
+
+@pytest.mark.parametrize("mask", [0x01, 0x80, 0xFF])
+def test_any_flipped_byte_of_a_version_5_file_makes_it_unreadable(mask):
+    data = encode_state(small_state())
+    for at in range(len(data)):
+        broken = bytearray(data)
+        broken[at] ^= mask
+        with pytest.raises(StateFileError):
+            read_state(Trickle(bytes(broken)))
+
+
+def test_a_version_5_file_cut_short_or_run_on_is_unreadable():
+    data = encode_state(small_state())
+    for size in range(len(data)):
+        with pytest.raises(StateFileError):
+            decode_state(data[:size])
+    with pytest.raises(StateFileError, match="past its last section"):
+        decode_state(data + b"\0")
+
+
+def test_a_changed_header_with_its_old_checksum_is_unreadable():
+    data = with_header(encode_state(small_state()), lambda header: header.update(count=4), resign=False)
+    with pytest.raises(StateFileError, match="header bytes do not match their checksum"):
+        decode_state(data)
+
+
+def deep(levels: int) -> bytes:
+    return b'{"version":5,"count":' + b"[" * levels + b"]" * levels + b"}"
+
+
+JUNK_HEADERS = {
+    "count as a string": lambda h: h.update(count="5"),
+    "count negative": lambda h: h.update(count=-1),
+    "count a float": lambda h: h.update(count=5.0),
+    "count a bool": lambda h: h.update(count=True),
+    "count huge": lambda h: h.update(count=2**40),
+    "count missing": lambda h: h.pop("count"),
+    "emails missing": lambda h: h.pop("emails"),
+    "emails as a string": lambda h: h.update(emails="5"),
+    "emailChunks missing": lambda h: h.pop("emailChunks"),
+    "emailChunks not a list": lambda h: h.update(emailChunks={"a": 1}),
+    "emailChunks of short pairs": lambda h: h.update(emailChunks=[[5]]),
+    "emailChunks of strings": lambda h: h.update(emailChunks=[["3", 10], ["2", 10]]),
+    "emailChunks with a null": lambda h: h.update(emailChunks=[None]),
+    "emailChunks not adding up": lambda h: h["emailChunks"][0].__setitem__(0, 1),
+    "nested junk": lambda h: h.update(count={"a": [[[{"b": None}]]]}),
+    "deeply nested": lambda h: deep(5000),
+    "version as a string": lambda h: h.update(version="5"),
+    "version zero": lambda h: h.update(version=0),
+    "header a list": lambda h: [1, 2, 3],
+    "header a number": lambda h: 5,
+    "header not JSON": lambda h: b"\xff\xfe{",
+}
+
+
+@pytest.mark.parametrize("version", [4, 5])
+@pytest.mark.parametrize("junk", JUNK_HEADERS)
+def test_a_header_of_the_wrong_shape_is_unreadable_even_with_a_matching_checksum(junk, version):
+    data = b"".join(encode_state_pieces(small_state(), version=version))
+    with pytest.raises(StateFileError):
+        decode_state(with_header(data, JUNK_HEADERS[junk]))
+
+
+@pytest.mark.parametrize("keys", [[3, 1, 2], [1, 2, 2]], ids=["unsorted", "repeated"])
+def test_keys_out_of_order_or_repeated_are_unreadable(keys):
+    emails = PackedEmails.of([f"u{i}@example.com" for i in range(3)])
+    state = SyncState.from_columns(np.array(keys, np.uint64), np.ones(3, np.uint64),
+                                   np.full(3, ListStatus.SUBSCRIBED, np.uint8), np.arange(3, dtype=np.uint32), emails)
+    with pytest.raises(StateFileError, match="out of order or repeated"):
+        decode_state(encode_state(state))
+
+
+def test_a_list_status_other_than_subscribed_or_unsubscribed_is_unreadable():
+    emails = PackedEmails.of(["u1@example.com"])
+    state = SyncState.from_columns(np.array([1], np.uint64), np.ones(1, np.uint64), np.array([7], np.uint8),
+                                   np.zeros(1, np.uint32), emails)
+    with pytest.raises(StateFileError, match="list status"):
+        decode_state(encode_state(state))
+
+
+def test_version_4_files_written_the_old_way_still_load():
+    state = small_state()
+    v4 = b"".join(encode_state_pieces(state, version=4))
+    assert _header(v4)["version"] == 4 and len(v4) == len(encode_state(state)) - 4 * 6
+    got = read_state(Trickle(v4)).rows()
+    assert got.keys.tolist() == [1, 3, 5, 7, 9] and got.emails.tolist() == state.rows().emails.tolist()
+    assert got.flags.tolist() == state.rows().flags.tolist()
+
+
+def test_a_damaged_version_4_file_either_loads_or_is_unreadable_and_nothing_else():
+    # Version 4 has no checksums: a flipped key still loads (the reason for version 5), but whatever the damage,
+    # the only error is StateFileError.
+    data = b"".join(encode_state_pieces(small_state(), version=4))
+    for at in range(len(data)):
+        for mask in (0x01, 0xFF):
+            broken = bytearray(data)
+            broken[at] ^= mask
+            try:
+                decode_state(bytes(broken))
+            except StateFileError:
+                pass
+    for size in range(len(data)):
+        with pytest.raises(StateFileError):
+            decode_state(data[:size])
+
+
+def older_files() -> dict[int, bytes]:
+    emails = PackedEmails.of(["u3@example.com", "u1@example.com"])
+    store = EmailStore(emails)
+    columns = [[np.array([1, 3], "<u8")], [np.array([101, 103], "<u8")],
+               [np.array([ListStatus.SUBSCRIBED] * 2, np.uint8)], [np.array([1, 0], "<u4")]]
+    return {1: encode_rows(rows([3, 1, 2])),
+            2: _pack({"count": 2, "emails": 2, "version": 2}, [*columns, [emails.data]], (0, 0, 1, 0, 1)),
+            3: _pack({"count": 2, "emails": 2, "version": 3, "emailChunks": [[2, len(store.chunks[0])]]},
+                     [*columns, store.chunks], (0, 0, 1, 0, None))}
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_older_versions_damaged_raise_only_the_state_file_error(version):
+    data = older_files()[version]
+    assert decode_state(data).rows().keys.tolist() in ([1, 2, 3], [1, 3])
+    for at in range(len(data)):
+        for mask in (0x01, 0xFF):
+            broken = bytearray(data)
+            broken[at] ^= mask
+            try:
+                decode_state(bytes(broken))
+            except StateFileError:
+                pass
+    for size in range(len(data)):
+        with pytest.raises(StateFileError):
+            decode_state(data[:size])
+
+
+def test_a_file_without_checksums_has_its_keys_checked_against_its_emails_when_asked():
+    from exporter.mapping import email_key
+
+    emails = ["a@example.com", "b@example.com", "c@example.com"]
+    keys = [email_key(e) for e in emails]
+    state = SyncState(StateRows.of(keys, [1, 2, 3], [ListStatus.SUBSCRIBED] * 3, emails))
+    v4 = b"".join(encode_state_pieces(state, version=4))
+    assert read_state(io.BytesIO(v4), key_of=email_key).rows().emails.tolist() == sorted(
+        emails, key=email_key)
+    start = 12 + int.from_bytes(v4[8:12], "little") + 8  # the first key
+    broken = bytearray(v4)
+    broken[start + 3] ^= 0x10
+    assert len(decode_state(bytes(broken))) == 3  # version 4 alone cannot tell: this is what loaded before
+    with pytest.raises(StateFileError, match="keys do not match their emails"):
+        read_state(io.BytesIO(bytes(broken)), key_of=email_key)
+    # Version 5 has checksums instead: its keys are not hashed again (tests' states use made-up keys).
+    assert len(read_state(io.BytesIO(encode_state(small_state())), key_of=email_key)) == 5

@@ -64,6 +64,7 @@ class ExportRun:
         self._opt_outs: OptOutCheck | None = None  # None in a dry run
         self._health_checks: tuple[Callable[[], None], ...] = ()  # the lock's and the journal's
         self._removal_blocked: str | None = None  # why mirror mode unsubscribed nobody
+        self._state_unreadable = False  # then mirror mode cannot tell who left, and unsubscribes nobody
 
     # --- the run -------------------------------------------------------------------------------------------
 
@@ -89,6 +90,7 @@ class ExportRun:
         if loaded.problem:
             log.warning("%s", loaded.problem)
             self.report.errors.append(loaded.problem)
+            self._state_unreadable = True
         if loaded.journal is not None:
             self.report.resumed = resume(self.state, loaded.journal, client, self._poll_timing())
             log.info("resumed %s: %s", self.export.name, self.report.resumed)
@@ -195,6 +197,13 @@ class ExportRun:
     def _removals(self, diff: Diff, list_size_before: int) -> Iterable[Contact]:
         """Mirror mode: the contacts that left the segment, unless the brake holds."""
         keys, emails = self.state.subscribed_missing_from(diff.seen.sorted())
+        if self._state_unreadable:
+            self.counts["removalSkipped"] = len(keys)
+            self.report.errors.append(
+                "mirror mode unsubscribed nobody in this run: the sync state was unreadable, so it cannot tell who "
+                "left the segment (contacts that left before this run stay on the list); from the next run on, "
+                "leavers are unsubscribed again")
+            return []
         if not len(keys):
             return []
         destination = self.export.destination

@@ -11,8 +11,8 @@
 
 Modules: ``lock`` (the run lock), ``seen_keys`` (keys seen in this run), ``emails`` (emails packed in one
 buffer, and stored compressed), ``rows`` (contacts as parallel arrays), ``table`` (the sync state in memory),
-``state_file`` (the file format, every version), ``journal`` (records, replay, writer) and ``store`` (all of
-it in blob storage).
+``state_file`` (the file format, every version; version 5 carries checksums), ``journal`` (records, replay,
+writer) and ``store`` (all of it in blob storage).
 """
 from .emails import EmailStore, PackedEmails
 from .journal import (
@@ -26,6 +26,7 @@ from .lock import LEASE_SECONDS, ExportLock, lock_blob_name
 from .rows import StateRows
 from .seen_keys import SeenKeys
 from .state_file import (
+    StateFileError,
     decode_rows,
     decode_state,
     encode_rows,
@@ -45,6 +46,7 @@ __all__ = [
     "LoadedState",
     "PackedEmails",
     "SeenKeys",
+    "StateFileError",
     "StateRows",
     "StateStore",
     "SyncState",

@@ -1,11 +1,8 @@
 """An export's state in blob storage: load, save, lock and journal."""
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import dataclass
 
-import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     HttpResponseError,
@@ -15,10 +12,11 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient
 
+from ..mapping import email_key
 from ..settings import STATE_CONTAINER
 from .journal import Journal, JournalReplay, replay_journal
 from .lock import ExportLock
-from .state_file import encode_state_pieces, read_state
+from .state_file import StateFileError, encode_state_pieces, read_state
 from .table import SyncState
 
 
@@ -28,7 +26,7 @@ class LoadedState:
 
     state: SyncState
     etag: str | None
-    problem: str | None = None  # why the stored state could not be used (then the run is a full one)
+    problem: str | None = None  # why the stored state was unreadable (then the run is a full one)
     journal: JournalReplay | None = None
 
 
@@ -67,8 +65,9 @@ class StateStore:
             loaded = LoadedState(SyncState(), None, None)
         else:
             try:
-                loaded = LoadedState(read_state(download), etag)  # read as it downloads, 4 MiB at a time
-            except (ValueError, zlib.error, struct.error, orjson.JSONDecodeError, KeyError) as exc:
+                # read as it downloads, 4 MiB at a time; a file without checksums has its keys checked
+                loaded = LoadedState(read_state(download, key_of=email_key), etag)
+            except StateFileError as exc:  # the decoder's one error for a file it cannot read
                 aside = f"{export}/state.bin.unreadable-{run_id}"
                 if not read_only:
                     self.container.get_blob_client(aside).start_copy_from_url(blob.url)
